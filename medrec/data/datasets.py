@@ -1,0 +1,70 @@
+"""Cached datasets: preprocess every image once per run, then serve folds from the cache.
+
+The deterministic preprocessing (read, window, resize, float16) runs once for the whole
+manifest, not once per fold: MONAI's CacheDataset keeps it in memory, PersistentDataset on
+disk (under a folder keyed by the preprocessing hash), and `cache: none` recomputes it on
+every access. Folds are index views over that one base dataset with their own random chain.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from monai.data import CacheDataset, Dataset, PersistentDataset
+
+from medrec.config import DataConfig
+from medrec.data.manifest import Manifest
+from medrec.data.transforms import ERROR_KEY, preprocess_hash, preprocess_transforms
+
+log = logging.getLogger(__name__)
+
+
+def manifest_items(manifest: Manifest) -> list[dict]:
+    """One dict per row: the image path, its row index and its label(s) as arrays."""
+    labels = manifest.labels
+    return [{"image": p, "index": i, "label": labels[i]} for i, p in enumerate(manifest.table["path"])]
+
+
+def build_base_dataset(manifest: Manifest, cfg: DataConfig, cache_root: Path, *, progress: bool = True):
+    """The preprocessed dataset over the whole manifest, and the list of (row, reason) read errors."""
+    items = manifest_items(manifest)
+    pre = preprocess_transforms(cfg)
+    if cfg.cache == "memory":
+        base = CacheDataset(items, pre, cache_rate=1.0, num_workers=max(cfg.num_workers, 1), progress=progress,
+                            copy_cache=False)
+    elif cfg.cache == "disk":
+        cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else cache_root
+        cache_dir = cache_dir / preprocess_hash(cfg)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        base = PersistentDataset(items, pre, cache_dir=cache_dir)
+    else:
+        base = Dataset(items, pre)
+    errors = [(i, item[ERROR_KEY]) for i, item in enumerate(_scan(base, cfg)) if item is not None]
+    return base, errors
+
+
+def _scan(base, cfg: DataConfig):
+    """Yield the read error of each item (None when it read fine), filling disk caches on the way."""
+    for i in range(len(base)):
+        item = base[i]
+        yield item if ERROR_KEY in item else None
+
+
+class FoldDataset(torch.utils.data.Dataset):
+    """Rows `indices` of the base dataset, passed through `transform` (random for training)."""
+
+    def __init__(self, base, indices: np.ndarray, transform):
+        self.base = base
+        self.indices = np.asarray(indices)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, j: int) -> dict:
+        item = dict(self.base[int(self.indices[j])])
+        out = self.transform({"image": item["image"]})
+        return {"image": out["image"], "label": torch.as_tensor(item["label"]), "index": item["index"]}
