@@ -102,11 +102,11 @@ def summary(run_dir: Path, info: dict) -> str:
              f"  initialisation: {info.get('initialisation')}",
              f"  wall time:      {info.get('wall_time_s', 0):.0f} s"]
     metrics = info.get("metrics") or {}
-    pooled = metrics.get("pooled", {}) if isinstance(metrics, dict) else {}
+    pooled = metrics.get("metrics", {}) if isinstance(metrics, dict) else {}
     for key in ("auroc", "accuracy", "sensitivity", "specificity"):
         m = pooled.get(key)
         if isinstance(m, dict) and m.get("value") is not None:
-            ci = f" (95% CI {m['ci'][0]:.3f}-{m['ci'][1]:.3f})" if m.get("ci") else ""
+            ci = f" (95% CI {m['ci_low']:.3f}-{m['ci_high']:.3f})" if m.get("ci_low") is not None else ""
             lines.append(f"  pooled {key + ':':<13}{m['value']:.3f}{ci}")
     if info.get("threshold") is not None:
         lines.append(f"  threshold:      {info['threshold']} ({info.get('operating_point')})")

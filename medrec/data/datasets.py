@@ -67,4 +67,4 @@ class FoldDataset(torch.utils.data.Dataset):
     def __getitem__(self, j: int) -> dict:
         item = dict(self.base[int(self.indices[j])])
         out = self.transform({"image": item["image"]})
-        return {"image": out["image"], "label": torch.as_tensor(item["label"]), "index": item["index"]}
+        return {"image": out["image"], "label": torch.tensor(np.array(item["label"])), "index": item["index"]}

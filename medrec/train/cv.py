@@ -88,7 +88,8 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, base_dir: Path, only_fold: int 
     manifest, base, splits = prepare_data(cfg, run_dir, base_dir)
     info = runinfo.start(run_dir, cfg, manifest, provenance, device)
     ctx = FoldContext(cfg, manifest, base, run_dir, device, {"mean": list(mean), "std": list(std)}, arch,
-                      provenance, progress=progress, extra={"tb": runinfo.tensorboard(run_dir)})
+                      provenance, model_cfg=_resolved_model_cfg(cfg, provenance), progress=progress,
+                      extra={"tb": runinfo.tensorboard(run_dir)})
     todo = [s for s in splits if only_fold is None or (s.fold == only_fold and s.repeat == 0)]
     if only_fold is not None and not todo:
         raise ConfigError(f"--fold {only_fold} does not exist; folds are 0..{cfg.cv.folds - 1}")
@@ -101,6 +102,14 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, base_dir: Path, only_fold: int 
     if ctx.extra["tb"] is not None:
         ctx.extra["tb"].close()
     return finalize(run_dir, cfg, splits, info, time.time() - start)
+
+
+def _resolved_model_cfg(cfg: ExperimentConfig, provenance: dict):
+    """cfg.model for the folds: once ImageNet weights were found missing (and that was allowed),
+    the folds build from random init directly instead of warning and probing again."""
+    if str(provenance.get("initialisation", "")).startswith("random"):
+        return cfg.model.model_copy(update={"weights": "none", "allow_random_init": False})
+    return cfg.model
 
 
 def finalize(run_dir: Path, cfg: ExperimentConfig, splits: list[Split], info: dict, seconds: float) -> dict:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
+import os
 import random
 import zlib
 from dataclasses import dataclass, field
@@ -41,6 +44,7 @@ class FoldContext:
     norm: dict[str, list[float]]
     arch: dict[str, Any]
     provenance: dict[str, Any]
+    model_cfg: Any = None  # cfg.model with the weights already resolved (no repeated lookups per fold)
     progress: Any = None  # callable(fold_label, epoch, n_batches) -> tqdm-like or None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -80,6 +84,9 @@ def train_fold(ctx: FoldContext, split: Split) -> pd.DataFrame:
             break
         _run_epoch(ctx, split, epoch, model, optimizer, scheduler, loss_fn, train_ds, val_loader, state)
         _save_epoch(ctx, split, out, model, optimizer, scheduler, state)
+        # Logged only once the checkpoint is on disk: a logged epoch is never trained twice.
+        log.info("fold %d epoch %d done: %s", split.fold, epoch + 1,
+                 ", ".join(f"{k}={v:.4g}" for k, v in state["history"][-1].items() if k != "epoch"))
     return _finish_fold(ctx, split, out, model, loss_fn, val_loader, state)
 
 
@@ -88,7 +95,7 @@ def _setup(ctx: FoldContext, split: Split):
     from medrec.models.freeze import param_groups
 
     cfg = ctx.cfg
-    model, _ = build_model(cfg.model, num_outputs=ctx.manifest.num_outputs)
+    model, _ = build_model(ctx.model_cfg or cfg.model, num_outputs=ctx.manifest.num_outputs)
     model = model.to(ctx.device)
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -163,6 +170,8 @@ def _train_loader(ctx: FoldContext, train_ds: FoldDataset, epoch_seed: int) -> D
                                         generator=gen)
     else:
         sampler = RandomSampler(train_ds, generator=gen)
+    if isinstance(sampler, DistributedSampler):  # its order depends only on the seed: safe to record
+        ctx.extra.setdefault("seen", []).append([int(train_ds.indices[i]) for i in sampler])
     # MONAI's DataLoader seeds the random transforms from `generator` (workers or not).
     return DataLoader(train_ds, batch_size=cfg.train.batch_size, sampler=sampler, generator=gen,
                       drop_last=len(train_ds) > cfg.train.batch_size, **_loader_kwargs(cfg))
@@ -202,8 +211,6 @@ def _run_epoch(ctx, split, epoch, model, optimizer, scheduler, loss_fn, train_ds
     state["history"].append(row)
     _update_best(cfg, state, epoch, metric, model)
     state["epoch"] = epoch
-    log.info("fold %d epoch %d: %s", split.fold, epoch + 1,
-             ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))
     if ctx.extra.get("tb") is not None:
         for k, v in row.items():
             if k != "epoch":
@@ -236,7 +243,7 @@ def _early_stopped(cfg: ExperimentConfig, state: dict) -> bool:
 def _payload(ctx: FoldContext, split: Split, model, optimizer, scheduler, state: dict) -> dict:
     return {
         "model": dist.unwrap(model).state_dict(),
-        "optimizer": optimizer.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "scaler": None,
         "rng": rng_state(),
@@ -266,15 +273,32 @@ def _restore(path: Path, model, optimizer, scheduler) -> dict:
     return {k: ckpt[k] for k in keys}
 
 
+def _rank_report(ctx: FoldContext, split: Split, net) -> None:
+    """Diagnostics for distributed runs (env MEDREC_RANK_REPORT=DIR): what each rank trained on
+    and a checksum of its final weights, so a test can prove DDP kept the ranks in step."""
+    where = os.environ.get("MEDREC_RANK_REPORT")
+    if not where:
+        return
+    digest = hashlib.sha256()
+    for k, v in sorted(net.state_dict().items()):
+        digest.update(k.encode() + v.detach().cpu().contiguous().numpy().tobytes())
+    report = {"rank": dist.rank(), "world_size": dist.world_size(), "fold": split.fold,
+              "seen": ctx.extra.get("seen", []), "weights_sha256": digest.hexdigest()}
+    Path(where).mkdir(parents=True, exist_ok=True)
+    Path(where, f"rank{dist.rank()}_fold{split.fold}.json").write_text(json.dumps(report))
+
+
 def _finish_fold(ctx, split, out: Path, model, loss_fn, val_loader, state) -> pd.DataFrame:
     """Out-of-fold predictions from the final weights (the best epoch's when early stopping is on)."""
     cfg, net = ctx.cfg, dist.unwrap(model)
+    _rank_report(ctx, split, net)
+    ctx.extra["seen"] = []
     if cfg.train.early_stopping.patience is not None and state.get("best_weights") is not None:
         net.load_state_dict(state["best_weights"])
     val = _evaluate_all(ctx, model, loss_fn, val_loader)
     rows = oof_rows(ctx.manifest, val, split)
     if dist.is_main():
-        payload = _payload(ctx, split, model, None, None, state) | {"optimizer": None, "best_weights": None}
+        payload = _payload(ctx, split, model, None, None, state) | {"best_weights": None}
         save_checkpoint(out / "best.pt", payload)
         atomic_write_text(out / "oof.csv", rows.to_csv(index=False))
     return rows

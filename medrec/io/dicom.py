@@ -1,0 +1,576 @@
+"""Read DICOM files into float32 arrays in modality units, and window them.
+
+`read_dicom` returns one 2-D frame. Without a window the values are in modality units
+(Modality LUT or RescaleSlope/RescaleIntercept applied), with MONOCHROME1 inverted as
+``C - x`` (C constant per file) so that a higher value always means a brighter pixel.
+With a window the values are in [0, 1].
+
+Every failure (unreadable, truncated, colour, segmentation, no pixel data, no decoder)
+is a `DicomError` that names the file and the reason. Identifying attributes never
+reach the returned metadata, the logs or the error messages; `dicom_identifiers` is the
+one place that reads them, for an indexer that pseudonymises them.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medrec.errors import ConfigError, DicomError
+
+log = logging.getLogger(__name__)
+
+# Standard CT windows in Hounsfield units: name -> (center, width).
+WINDOW_PRESETS: dict[str, tuple[float, float]] = {
+    "lung": (-600.0, 1500.0),
+    "mediastinum": (50.0, 350.0),
+    "bone": (400.0, 1800.0),
+    "brain": (40.0, 80.0),
+    "soft_tissue": (40.0, 400.0),
+    "abdomen": (50.0, 400.0),
+}
+WINDOW_NAMES = ("auto", "minmax", "percentile", *WINDOW_PRESETS)
+
+PERCENTILES = (0.5, 99.5)
+_PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
+_SEGMENTATION_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation Storage
+    "1.2.840.10008.5.1.4.1.1.66.7",  # Label Map Segmentation Storage
+}
+# Enhanced multi-frame files keep rescale, window and spacing in functional groups.
+_FRAME_GROUP_SEQUENCES = (
+    "PixelValueTransformationSequence",
+    "FrameVOILUTSequence",
+    "PixelMeasuresSequence",
+)
+# (metadata key, DICOM keyword): non-identifying attributes only.
+_META_FIELDS = (
+    ("modality", "Modality"),
+    ("body_part", "BodyPartExamined"),
+    ("view_position", "ViewPosition"),
+    ("laterality", "ImageLaterality"),
+    ("rows", "Rows"),
+    ("columns", "Columns"),
+    ("photometric_interpretation", "PhotometricInterpretation"),
+    ("bits_allocated", "BitsAllocated"),
+    ("bits_stored", "BitsStored"),
+    ("pixel_representation", "PixelRepresentation"),
+    ("rescale_slope", "RescaleSlope"),
+    ("rescale_intercept", "RescaleIntercept"),
+    ("rescale_type", "RescaleType"),
+    ("voi_lut_function", "VOILUTFunction"),
+    ("slice_thickness", "SliceThickness"),
+    ("manufacturer", "Manufacturer"),
+    ("manufacturer_model_name", "ManufacturerModelName"),
+    ("sop_class_uid", "SOPClassUID"),
+)
+_IDENTIFIER_FIELDS = (
+    ("patient_id", "PatientID"),
+    ("study_instance_uid", "StudyInstanceUID"),
+    ("series_instance_uid", "SeriesInstanceUID"),
+    ("sop_instance_uid", "SOPInstanceUID"),
+    ("accession_number", "AccessionNumber"),
+)
+_warned_presets: set[str] = set()
+
+
+# --------------------------------------------------------------------------- windows
+
+
+def apply_window(
+    arr: np.ndarray, center: float, width: float, function: str = "LINEAR"
+) -> np.ndarray:
+    """Map `arr` through a DICOM VOI window (PS3.3 C.11.2.1.2-3) onto [0, 1].
+
+    Args:
+        arr: values in the units of the window (HU for CT presets).
+        center, width: the window; LINEAR needs width >= 1, the others width > 0.
+        function: VOI LUT Function: LINEAR (DICOM default), LINEAR_EXACT or SIGMOID.
+
+    Returns:
+        float32 array in [0, 1].
+
+    Raises:
+        ValueError: invalid width or unknown function.
+    """
+    x = np.asarray(arr, dtype=np.float64)
+    center, width, function = float(center), float(width), function.upper()
+    if function == "LINEAR":
+        if width < 1:
+            raise ValueError(f"window width {width} must be >= 1 for LINEAR")
+        if width == 1:  # the linear ramp degenerates into a threshold at center - 0.5
+            return (x > center - 0.5).astype(np.float32)
+        out = (x - (center - 0.5)) / (width - 1) + 0.5
+    elif function == "LINEAR_EXACT":
+        if width <= 0:
+            raise ValueError(f"window width {width} must be > 0 for LINEAR_EXACT")
+        out = (x - center) / width + 0.5
+    elif function == "SIGMOID":
+        if width <= 0:
+            raise ValueError(f"window width {width} must be > 0 for SIGMOID")
+        # clip the exponent: exp overflows (harmlessly, but with a warning) beyond ~709
+        out = 1.0 / (1.0 + np.exp(np.clip(-4.0 * (x - center) / width, -700.0, 700.0)))
+    else:
+        raise ValueError(
+            f"VOI LUT function '{function}' unknown; valid: LINEAR, LINEAR_EXACT, SIGMOID"
+        )
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def scale_minmax(arr: np.ndarray) -> np.ndarray:
+    """Scale to [0, 1] by the image's own minimum and maximum (a constant image -> 0)."""
+    x = np.asarray(arr, dtype=np.float64)
+    lo, hi = float(np.min(x)), float(np.max(x))
+    if hi <= lo:
+        return np.zeros(x.shape, dtype=np.float32)
+    return ((x - lo) / (hi - lo)).astype(np.float32)
+
+
+def scale_percentile(
+    arr: np.ndarray, low: float = PERCENTILES[0], high: float = PERCENTILES[1]
+) -> np.ndarray:
+    """Clip to the [low, high] percentiles and scale to [0, 1].
+
+    Robust to a few extreme pixels (burnt-in text, metal, padding) that would squash a
+    min-max scaling. Falls back to min-max when the two percentiles coincide (images that
+    are mostly one value).
+    """
+    x = np.asarray(arr, dtype=np.float64)
+    lo, hi = np.percentile(x, [low, high])
+    if hi <= lo:
+        return scale_minmax(x)
+    return np.clip((x - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+
+
+def scale_window(arr: np.ndarray, window: Any) -> tuple[np.ndarray, str]:
+    """Apply a window that needs nothing from the file: minmax, percentile, preset, (c, w).
+
+    Returns the [0, 1] array and a short description of what was applied.
+
+    Raises:
+        ConfigError: `window` is not one of those.
+    """
+    if isinstance(window, str):
+        if window == "minmax":
+            return scale_minmax(arr), "minmax"
+        if window == "percentile":
+            return scale_percentile(arr), f"percentile {PERCENTILES[0]}-{PERCENTILES[1]}"
+        if window in WINDOW_PRESETS:
+            center, width = WINDOW_PRESETS[window]
+            return apply_window(arr, center, width), f"{window} ({center:g}, {width:g})"
+    elif _is_center_width(window):
+        center, width = (float(v) for v in window)
+        try:
+            return apply_window(arr, center, width), f"({center:g}, {width:g})"
+        except ValueError as exc:
+            raise ConfigError(f"window {tuple(window)!r}: {exc}") from exc
+    check_window(window)  # raises for anything unknown
+    raise ConfigError(f"window {window!r} needs the file (use it with read_dicom)")
+
+
+def check_window(window: Any) -> None:
+    """Raise ConfigError unless `window` is None, a window name or (center, width)."""
+    if window is None or (isinstance(window, str) and window in WINDOW_NAMES):
+        return
+    if _is_center_width(window):
+        return
+    raise ConfigError(
+        f"window {window!r} unknown; valid: None, {', '.join(WINDOW_NAMES)} "
+        "or [center, width]"
+    )
+
+
+def _is_center_width(window: Any) -> bool:
+    return (
+        isinstance(window, Sequence)
+        and not isinstance(window, str)
+        and len(window) == 2
+        and all(isinstance(v, (int, float, np.number)) for v in window)
+    )
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_dicom(
+    path: str | Path, *, frame: int | None = None, window: Any = None
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Read one frame of a DICOM file as a float32 2-D array plus de-identified metadata.
+
+    Args:
+        path: the DICOM file.
+        frame: frame index of a multi-frame file; default the middle frame.
+        window: None -> modality units (MONOCHROME1 inverted); "auto" -> the file's VOI
+            LUT, else its first WindowCenter/WindowWidth, else percentile scaling;
+            "minmax", "percentile", a preset name or (center, width) -> that window.
+            Windows act on modality values before the MONOCHROME1 inversion, as in DICOM,
+            so a window copied from the header or a viewer means the same thing here.
+
+    Returns:
+        (image, metadata); the image in [0, 1] whenever a window is given.
+
+    Raises:
+        DicomError: the file cannot be read into a grayscale image (the message says why).
+        ConfigError: `window` is not a valid window.
+    """
+    path = Path(path)
+    check_window(window)
+    # Large values (the pixel data) stay on disk until needed: a multi-frame file then
+    # only has the chosen frame read (see _decode_frame).
+    ds = _read_dataset(path, defer_size="1 MB")
+    try:
+        _check_image(ds, path)
+        _ensure_transfer_syntax(ds)
+        index, n_frames = _select_frame(ds, frame, path)
+        _flatten_frame_groups(ds, index)
+        stored = _decode_frame(ds, index, n_frames, path)
+        from pydicom.pixels import apply_modality_lut
+
+        modality = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+        inverted = ds.PhotometricInterpretation == "MONOCHROME1"
+        if window is None:
+            image = _mono1_constant(ds, modality) - modality if inverted else modality
+            applied = "none"
+        else:
+            image, applied = _window_dataset(modality, ds, window, path)
+            image = 1.0 - image if inverted else image
+        meta = _metadata(ds, index, n_frames, applied, inverted)
+    except (DicomError, ConfigError):
+        raise
+    except Exception as exc:  # pydicom, numpy and decoder plugins raise many types
+        raise DicomError(f"{path}: cannot read pixel data: {_describe(exc)}") from exc
+    return image.astype(np.float32), meta
+
+
+def dicom_identifiers(path: str | Path) -> dict[str, str | None]:
+    """Read the identifying keys (PatientID, Study/Series/SOP Instance UID, accession).
+
+    For an indexer that pseudonymises them before they go anywhere; never log them.
+    Pixel data is not read. The values are decoded from the raw bytes, not through
+    pydicom's value conversion, whose validation warnings (and pydicom's log) would
+    quote a malformed identifier verbatim.
+    """
+    path = Path(path)
+    keywords = ["SpecificCharacterSet", *(keyword for _, keyword in _IDENTIFIER_FIELDS)]
+    ds = _read_dataset(path, stop_before_pixels=True, specific_tags=keywords)
+    try:
+        encodings = _encodings(ds)
+        return {key: _raw_text(ds, keyword, encodings) for key, keyword in _IDENTIFIER_FIELDS}
+    except Exception as exc:  # a damaged header; the message never quotes values
+        raise DicomError(f"{path}: cannot read identifiers: {type(exc).__name__}") from exc
+
+
+def _encodings(ds: Any) -> list[str]:
+    """Python codecs for the file's SpecificCharacterSet (default: DICOM's ISO 646)."""
+    from pydicom.charset import convert_encodings
+
+    raw = _raw_text(ds, "SpecificCharacterSet", ["iso8859"])
+    terms = [t.strip() for t in raw.split("\\")] if raw else ["ISO_IR 6"]
+    try:
+        return convert_encodings(terms)
+    except Exception:  # unknown terms: latin-1 decodes any byte
+        return ["iso8859"]
+
+
+def _raw_text(ds: Any, keyword: str, encodings: list[str]) -> str | None:
+    """An element's text decoded from its raw bytes, padding stripped."""
+    from pydicom.charset import decode_bytes
+
+    if keyword not in ds:
+        return None
+    value = ds.get_item(keyword).value
+    if isinstance(value, bytes):
+        text = decode_bytes(value, encodings, set())
+    else:  # already converted (e.g. a dataset built in memory)
+        text = "\\".join(map(str, value)) if isinstance(value, list) else str(value or "")
+    return text.strip(" \x00") or None
+
+
+def _read_dataset(path: Path, **kwargs: Any) -> Any:
+    """dcmread, retrying without the 'DICM' preamble check; errors become DicomError."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    if not path.is_file():
+        raise DicomError(f"{path}: no such file")
+    try:
+        return pydicom.dcmread(path, **kwargs)
+    except InvalidDicomError:
+        pass  # no 'DICM' marker: old ACR-NEMA style files are still readable with force
+    except Exception as exc:
+        raise DicomError(f"{path}: not a readable DICOM file: {_describe(exc)}") from exc
+    try:
+        ds = pydicom.dcmread(path, force=True, **kwargs)
+    except Exception as exc:
+        raise DicomError(f"{path}: not a DICOM file: {_describe(exc)}") from exc
+    # Forced parsing turns any bytes into "elements": insist on a recognisable image header.
+    if "specific_tags" not in kwargs and "SOPClassUID" not in ds and "Rows" not in ds:
+        raise DicomError(f"{path}: not a DICOM file (no 'DICM' marker, no SOP class, no Rows)")
+    return ds
+
+
+def _check_image(ds: Any, path: Path) -> None:
+    """Reject what is not one grayscale image, with the reason and what to do."""
+    sop_class = str(ds.get("SOPClassUID", ""))
+    if not any(keyword in ds for keyword in _PIXEL_KEYWORDS):
+        name = getattr(ds.get("SOPClassUID"), "name", sop_class) or "unknown SOP class"
+        raise DicomError(f"{path}: no pixel data ({name}); not an image")
+    if sop_class in _SEGMENTATION_SOP_CLASSES:
+        raise DicomError(
+            f"{path}: a segmentation object (SEG), not an image; use it as a mask "
+            "(e.g. with highdicom), not as an input image"
+        )
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip()
+    if not photometric:
+        raise DicomError(
+            f"{path}: no PhotometricInterpretation (0028,0004); cannot tell grayscale from "
+            "colour"
+        )
+    samples = ds.get("SamplesPerPixel", 1)
+    if photometric not in ("MONOCHROME1", "MONOCHROME2") or samples != 1:
+        raise DicomError(
+            f"{path}: colour image (PhotometricInterpretation '{photometric}', "
+            f"SamplesPerPixel {samples}); medrec reads grayscale images only: convert it "
+            "to grayscale (MONOCHROME2) first or leave it out of the manifest"
+        )
+
+
+def _ensure_transfer_syntax(ds: Any) -> None:
+    """Files without file meta: take the transfer syntax from how the file was read."""
+    from pydicom import uid
+    from pydicom.dataset import FileMetaDataset
+
+    if "TransferSyntaxUID" in getattr(ds, "file_meta", {}):
+        return
+    implicit, little = ds.original_encoding
+    if implicit is None:
+        return  # let the decoder report the missing transfer syntax
+    syntax = (
+        uid.ImplicitVRLittleEndian
+        if implicit
+        else uid.ExplicitVRLittleEndian if little else uid.ExplicitVRBigEndian
+    )
+    if not hasattr(ds, "file_meta"):
+        ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = syntax
+    log.debug("no transfer syntax in file meta; inferred %s", syntax.name)
+
+
+def _select_frame(ds: Any, frame: int | None, path: Path) -> tuple[int, int]:
+    """Return (frame index, number of frames); default the middle frame."""
+    n_frames = int(ds.get("NumberOfFrames") or 1)
+    if frame is None:
+        return n_frames // 2, n_frames
+    if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)):
+        raise DicomError(f"{path}: frame {frame!r} must be an integer")
+    if not 0 <= frame < n_frames:
+        raise DicomError(
+            f"{path}: frame {frame} out of range; the file has {n_frames} frame(s), "
+            f"valid: 0..{n_frames - 1}"
+        )
+    return int(frame), n_frames
+
+
+def _flatten_frame_groups(ds: Any, index: int) -> None:
+    """Copy an enhanced file's shared, then per-frame, functional groups to the top level.
+
+    Rescale, window and pixel spacing then read the same way as in a classic file; the
+    per-frame group wins over the shared one, as in the standard.
+    """
+    groups = []
+    shared = ds.get("SharedFunctionalGroupsSequence")
+    if shared:
+        groups.append(shared[0])
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if per_frame and index < len(per_frame):
+        groups.append(per_frame[index])
+    for group in groups:
+        for keyword in _FRAME_GROUP_SEQUENCES:
+            sequence = group.get(keyword)
+            if sequence:
+                for elem in sequence[0]:
+                    ds[elem.tag] = elem
+
+
+def _decode_frame(ds: Any, index: int, n_frames: int, path: Path) -> np.ndarray:
+    """Decode only the requested frame (pydicom 3 decodes a single frame by index).
+
+    Multi-frame files go through `pydicom.pixels.pixel_array(path, index=...)`, which
+    reads just that frame from disk; files without a preamble (read with force) and
+    single-frame files use the dataset already in memory.
+    """
+    from pydicom.pixels import get_decoder
+
+    syntax = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
+    if syntax is None:
+        raise DicomError(f"{path}: no Transfer Syntax UID; the pixel encoding is unknown")
+    try:
+        decoder = get_decoder(syntax)
+    except NotImplementedError as exc:
+        raise DicomError(
+            f"{path}: no decoder for transfer syntax {syntax} ({syntax.name}) in pydicom; "
+            "convert the file (e.g. `dcmdjpeg`, `gdcmconv --raw`) first"
+        ) from exc
+    if not decoder.is_available:
+        raise DicomError(
+            f"{path}: cannot decode {syntax.name}: no decoder plugin installed; "
+            f"install one of: {'; '.join(decoder.missing_dependencies)}"
+        )
+    if n_frames > 1 and getattr(ds, "preamble", None) is not None:
+        from pydicom.pixels import pixel_array
+
+        # Reads and decodes only this frame's bytes (native offset or encapsulated item).
+        arr = np.asarray(pixel_array(path, index=index))
+    else:
+        ds.pixel_array_options(index=index if n_frames > 1 else None)
+        arr = np.asarray(ds.pixel_array)
+    if arr.ndim != 2:
+        raise DicomError(f"{path}: decoded frame has shape {arr.shape}, expected 2-D")
+    return arr
+
+
+def _mono1_constant(ds: Any, modality: np.ndarray) -> float:
+    """C in `C - x` for MONOCHROME1: modality min + max over the representable range.
+
+    Maps the representable range onto itself, reversed, so that the output stays in the
+    modality's range and `read_dicom + apply_modality_lut` is one constant per file.
+    Float pixel data has no representable range: then the frame's own min + max.
+    """
+    from pydicom.pixels import apply_modality_lut
+
+    if "PixelData" not in ds:
+        return float(modality.min() + modality.max())
+    bits = int(ds.BitsStored)
+    if int(ds.PixelRepresentation) == 1:
+        lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    else:
+        lo, hi = 0, 2**bits - 1
+    # A Modality LUT need not be monotonic: evaluate every stored value when that is cheap.
+    stored = np.arange(lo, hi + 1) if bits <= 16 else np.array([lo, hi])
+    values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+    return float(values.min() + values.max())
+
+
+def _window_dataset(
+    modality: np.ndarray, ds: Any, window: Any, path: Path
+) -> tuple[np.ndarray, str]:
+    """Window modality values (not yet inverted) onto [0, 1]; returns (image, description)."""
+    if window != "auto":
+        if isinstance(window, str) and window in WINDOW_PRESETS:
+            _warn_preset_modality(window, str(ds.get("Modality", "")))
+        return scale_window(modality, window)
+    if _has_voi_lut(ds):
+        return _apply_voi_lut(modality, ds), "file VOI LUT"
+    if ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
+        center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
+        function = str(ds.get("VOILUTFunction") or "LINEAR")
+        try:
+            image = apply_window(modality, center, width, function)
+            return image, f"file window ({center:g}, {width:g}) {function}"
+        except ValueError as exc:
+            log.warning("%s: unusable file window (%s); using percentile scaling", path, exc)
+    return scale_window(modality, "percentile")
+
+
+def _has_voi_lut(ds: Any) -> bool:
+    sequence = ds.get("VOILUTSequence")
+    return bool(sequence) and "LUTDescriptor" in sequence[0] and "LUTData" in sequence[0]
+
+
+def _apply_voi_lut(modality: np.ndarray, ds: Any) -> np.ndarray:
+    """First VOI LUT of the file, normalised by its output range 0 .. 2**bits - 1.
+
+    Not pydicom's `apply_voi`: pydicom 3.0 holds LUT indices in the LUT's output dtype,
+    so an 8-bit LUT with more than 256 entries wraps its indices around (index 500 reads
+    entry 244). Inputs below the first mapped value take the first entry, above the last
+    the last entry (PS3.3 C.11.2.1.1).
+    """
+    item = ds.VOILUTSequence[0]
+    n_entries, first, bits = (int(v) for v in item.LUTDescriptor)
+    n_entries = n_entries or 65536  # 0 means 2**16 entries
+    table = _lut_data(item, n_entries, bits, little_endian=ds.original_encoding[1] is not False)
+    # LUT inputs are integers; floor keeps fractional modality values in their entry.
+    index = np.clip(np.floor(modality).astype(np.int64) - first, 0, len(table) - 1)
+    return np.clip(table[index] / (2**bits - 1), 0.0, 1.0)
+
+
+def _lut_data(item: Any, n_entries: int, bits: int, little_endian: bool) -> np.ndarray:
+    """LUT Data as float64, from US values or OW bytes (8-bit entries may be packed)."""
+    value = item.LUTData
+    if isinstance(value, bytes):
+        if bits <= 8 and len(value) in (n_entries, n_entries + 1):
+            table = np.frombuffer(value, dtype=np.uint8)  # packed 8-bit entries
+        else:
+            table = np.frombuffer(value, dtype=("<" if little_endian else ">") + "u2")
+    else:
+        table = np.atleast_1d(np.asarray(value, dtype=np.float64))
+    return table[:n_entries].astype(np.float64)
+
+
+def _warn_preset_modality(preset: str, modality: str) -> None:
+    """Presets are Hounsfield windows: say so once per modality when it is not CT."""
+    if modality != "CT" and modality not in _warned_presets:
+        _warned_presets.add(modality)
+        log.warning(
+            "window preset '%s' is in Hounsfield units but modality is '%s'", preset, modality
+        )
+
+
+def _first(value: Any) -> float:
+    """First value of a possibly multi-valued DS element."""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        value = value[0]
+    return float(value)
+
+
+def _plain(value: Any) -> Any:
+    """A pydicom value as a JSON-friendly Python value (None when it cannot be read)."""
+    if value is None or value == "":
+        return None
+    try:
+        if type(value).__name__ == "MultiValue" or isinstance(value, (list, tuple)):
+            return [_plain(v) for v in value]
+        if isinstance(value, float) or type(value).__name__ in ("DSfloat", "DSdecimal"):
+            return float(value)
+        if isinstance(value, int):
+            return int(value)
+        return str(value).strip() or None
+    except (TypeError, ValueError):
+        return None
+
+
+def _metadata(
+    ds: Any, index: int, n_frames: int, applied: str, inverted: bool
+) -> dict[str, Any]:
+    """De-identified metadata: acquisition facts only, nothing about the patient."""
+    meta: dict[str, Any] = {"format": "dicom"}
+    for key, keyword in _META_FIELDS:
+        meta[key] = _plain(ds.get(keyword))
+    spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
+    meta["pixel_spacing"] = _plain(spacing)
+    syntax = getattr(ds, "file_meta", {}).get("TransferSyntaxUID")
+    meta["transfer_syntax"] = str(syntax) if syntax else None
+    meta["transfer_syntax_name"] = syntax.name if syntax else None
+    meta["window_center"] = _plain(_safe_first(ds.get("WindowCenter")))
+    meta["window_width"] = _plain(_safe_first(ds.get("WindowWidth")))
+    meta.update(number_of_frames=n_frames, frame=index, window=applied, inverted=inverted)
+    return meta
+
+
+def _safe_first(value: Any) -> float | None:
+    try:
+        return None if value is None else _first(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _describe(exc: BaseException) -> str:
+    """One line for an exception: its type and its message (decoders list one per plugin)."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    if len(text) > 400:
+        text = text[:400] + " ..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

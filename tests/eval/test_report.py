@@ -1,0 +1,179 @@
+"""build_report and the CLI on synthetic run folders written the way medrec.finetune writes them."""
+
+import base64
+import json
+import re
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn import metrics as skm
+
+from medrec.errors import ImageError
+from medrec.eval.metrics import choose_threshold
+from medrec.eval.report import build_report
+from medrec.report import main
+
+from . import RUN_INFO, oof_table, write_run
+
+NAME = "demo <script>alert(1)</script>"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _fake_images_module(calls: list):
+    """Stands in for medrec.io.images: every other read fails, as a corrupt file would."""
+
+    def read_image(path, *, frame=None, window=None, slice_index=None):
+        calls.append((path, window))
+        if len(calls) % 2 == 0:
+            raise ImageError(f"{path}: cannot decode")
+        return np.linspace(0, 1, 64 * 48, dtype=np.float32).reshape(64, 48), {}
+
+    return types.SimpleNamespace(read_image=read_image)
+
+
+@pytest.fixture(scope="module")
+def binary_run(tmp_path_factory):
+    table = oof_table("binary", ("effusion",), n_patients=45, folds=3, seed=0)
+    run = write_run(tmp_path_factory.mktemp("bin") / "run", table, "binary", ("effusion",), name=NAME,
+                    eval_cfg={"temperature_scaling": True})
+    calls: list = []
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(sys.modules, "medrec.io.images", _fake_images_module(calls))
+        doc = build_report(run)
+    return run, table, doc, calls
+
+
+def _crossfit(table: pd.DataFrame, rule: str = "youden") -> np.ndarray:
+    fold, y, s = table["fold"].to_numpy(), table["label"].to_numpy(), table["score"].to_numpy()
+    per_fold = {k: choose_threshold(y[fold != k], s[fold != k], rule) for k in np.unique(fold)}
+    return np.array([per_fold[k] for k in fold])
+
+
+def test_html_is_one_file_with_embedded_plots_and_the_header(binary_run):
+    run, _, _, _ = binary_run
+    html = (run / "report.html").read_text()
+    images = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", html)
+    assert len(images) >= 4  # roc, pr, reliability, confusion (+ thumbnails)
+    assert all(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in images)
+    assert "<link" not in html and "<script" not in html and "http" not in html  # nothing fetched
+    for field in (RUN_INFO["weights_sha256"], RUN_INFO["data_fingerprint"]["manifest_sha256"],
+                  RUN_INFO["git_commit"], "torch: 2.14.1", "fold_seeds", "cpu_count", "imagenet", "1h 02m 03s"):
+        assert field in html, field
+    assert "bootstrap over patients" in html
+    for name in ("roc", "pr", "reliability", "confusion"):
+        assert (run / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    md = (run / "report.md").read_text()
+    assert "plots/roc.png" in md and RUN_INFO["git_commit"] in md
+
+
+def test_html_escapes_strings(binary_run):
+    run, _, _, _ = binary_run
+    html = (run / "report.html").read_text()
+    assert "<script>alert(1)" not in html
+    assert "demo &lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_metrics_json_has_cis_bootstrap_settings_and_matches_sklearn(binary_run):
+    run, table, doc, _ = binary_run
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved == doc
+    assert saved["bootstrap"]["n_resamples"] == 200 and saved["bootstrap"]["seed"] == 3
+    assert saved["bootstrap"]["unit"] == "patient" and saved["bootstrap"]["n_units"] == 45
+    y, s = table["label"], table["score"]
+    auroc = saved["metrics"]["auroc"]
+    assert auroc["value"] == pytest.approx(skm.roc_auc_score(y, s), abs=1e-6)
+    assert auroc["ci_low"] < auroc["value"] < auroc["ci_high"] and auroc["n_valid"] == 200
+    pred = s >= _crossfit(table)
+    assert saved["metrics"]["accuracy"]["value"] == pytest.approx(skm.accuracy_score(y, pred), abs=1e-6)
+    assert saved["metrics"]["sensitivity"]["value"] == pytest.approx(skm.recall_score(y, pred), abs=1e-6)
+    assert saved["operating_point"]["selection"] == "cross-fitted"
+    assert saved["operating_point"]["threshold"] == pytest.approx(choose_threshold(y, s, "youden"), abs=1e-6)
+    assert [f["fold"] for f in saved["per_fold"]] == [0, 1, 2]
+    (tn, fp), (fn, tp) = saved["confusion_matrix"]["effusion"]
+    assert [tn, fp, fn, tp] == skm.confusion_matrix(y, pred).ravel().tolist()
+    ts = saved["calibration"]["temperature_scaling"]
+    assert set(ts["before"]["effusion"]) == {"ece", "brier"} and len(ts["per_fold"]) == 3
+
+
+def test_worst_cases_are_the_highest_scoring_false_positives_with_thumbnail_fallback(binary_run):
+    run, table, _, calls = binary_run
+    html = (run / "report.html").read_text()
+    assert calls and all(window == "auto" for _, window in calls)
+    assert 'alt="thumbnail"' in html and "thumbnail unavailable" in html
+    fp = table[(table["label"] == 0) & (table["score"] >= _crossfit(table))]
+    expected = fp.sort_values("score", ascending=False)["image_id"].iloc[0]
+    section = html.split("Worst false positives")[1]
+    first = re.search(r'<div class="case">.*?<div>([^<]+)</div>', section).group(1)
+    assert first == expected
+
+
+def test_metrics_json_is_byte_identical_for_identical_runs(binary_run, tmp_path):
+    run, table, _, _ = binary_run
+    again = write_run(tmp_path / "again", table, "binary", ("effusion",), name=NAME,
+                      eval_cfg={"temperature_scaling": True},
+                      info={"created": "2027-05-05T00:00:00", "finished": "2027-05-05T00:09:00", "wall_time_s": 540.0})
+    build_report(again)
+    texts = [(d / "metrics.json").read_text() for d in (run, again)]
+    docs = [json.loads(t) for t in texts]
+    assert texts[0] == json.dumps(docs[0], sort_keys=True, indent=2) + "\n"  # canonical form
+    assert docs[0]["volatile"] != docs[1]["volatile"]
+    assert docs[0]["volatile_fields"] == sorted(docs[0]["volatile"]) == ["built", "created", "finished", "run_dir",
+                                                                         "wall_time_s"]
+    for d in docs:
+        d.pop("volatile")
+    assert json.dumps(docs[0], sort_keys=True, indent=2) == json.dumps(docs[1], sort_keys=True, indent=2)
+    assert "wall_time_s" in (run / "report.html").read_text()
+
+
+def test_fixed_validation_set_without_patient_ids_is_labelled(tmp_path):
+    table = oof_table("binary", ("effusion",), n_patients=80, images=1, folds=1, seed=4)
+    table["patient_id"] = table["image_id"]  # how sources without patient ids (MedMNIST) fill it
+    run = write_run(tmp_path / "fixed", table, "binary", ("effusion",), eval_cfg={"worst_cases": 0})
+    doc = build_report(run)
+    assert doc["bootstrap"]["unit"] == "image" and doc["data"]["image_level_folds"] is True
+    assert doc["operating_point"]["selection"] == "same data (optimistic)"
+    assert doc["metrics"]["accuracy"]["note"] == "threshold chosen on this data (optimistic)"
+    assert "note" not in doc["metrics"]["auroc"]
+    y, s = table["label"], table["score"]
+    assert doc["operating_point"]["threshold"] == pytest.approx(choose_threshold(y, s, "youden"), abs=1e-6)
+    html = (run / "report.html").read_text()
+    assert "threshold chosen on this data (optimistic)" in html
+    assert "no patient ids" in html and "image-level" in html
+
+
+@pytest.mark.parametrize("task,names", [("multiclass", ("normal", "benign", "malignant")),
+                                        ("multilabel", ("atelectasis", "edema", "mass"))])
+def test_multiclass_and_multilabel_reports_match_sklearn(tmp_path, task, names):
+    table = oof_table(task, names, n_patients=40, folds=3, repeats=1, seed=2)
+    doc = build_report(write_run(tmp_path / task, table, task, names, eval_cfg={"worst_cases": 2}))
+    scores = table[[f"score_{n}" for n in names]].to_numpy()
+    labels = table[[f"label_{n}" for n in names]].to_numpy()
+    if task == "multiclass":
+        expected = skm.roc_auc_score(labels.argmax(axis=1), scores, multi_class="ovr")
+    else:
+        expected = np.mean([skm.roc_auc_score(labels[m, j], scores[m, j])
+                            for j in range(len(names)) for m in [~np.isnan(labels[:, j])]])
+    assert doc["metrics"]["auroc_macro"]["value"] == pytest.approx(expected, abs=1e-6)
+    assert set(doc["per_label"]) == set(names)
+    assert doc["metrics"]["auroc_macro"]["ci_low"] <= doc["metrics"]["auroc_macro"]["value"]
+    assert (tmp_path / task / "report.html").read_text().count("data:image/png;base64,") >= 4
+
+
+def test_cli_builds_without_torch_and_reports_errors(tmp_path, capsys):
+    table = oof_table("binary", ("effusion",), n_patients=30, folds=3, seed=5)
+    run = write_run(tmp_path / "cli", table, "binary", ("effusion",), eval_cfg={"bootstrap": 50})
+    code = ("import runpy, sys; sys.argv = ['medrec.report', sys.argv[1]]\n"
+            "try:\n    runpy.run_module('medrec.report', run_name='__main__')\n"
+            "except SystemExit as e:\n    assert e.code == 0, e.code\n"
+            "assert 'torch' not in sys.modules, 'report imported torch'\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(run)], cwd=REPO, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "auroc" in proc.stdout and (run / "report.html").exists()
+    assert main([str(tmp_path / "nowhere")]) == 1
+    assert "missing oof_predictions.csv" in capsys.readouterr().err
