@@ -20,14 +20,19 @@ import streamlit as st
 
 from medrec.errors import MedrecError
 from medrec.review import cases as C
-from medrec.review.store import VerdictStore, Verdict, agreement
+from medrec.review.store import Verdict, VerdictStore, agreement
 
 MAX_SIDE = C.DEFAULT_MAX_SIDE
 ZOOM_MAX_SIDE = 4096
 IMAGE_MAX_HEIGHT = 540  # px
 SUMMARY_NAMES = {
-    "agree_rate": "agree rate", "kappa_vs_model": "κ vs model", "reviewer_a": "reviewer A", "reviewer_b": "reviewer B",
-    "n_shared": "cases shared", "n_labelled": "both labelled", "kappa": "Cohen's κ",
+    "agree_rate": "agree rate",
+    "kappa_vs_model": "κ vs model",
+    "reviewer_a": "reviewer A",
+    "reviewer_b": "reviewer B",
+    "n_shared": "cases shared",
+    "n_labelled": "both labelled",
+    "kappa": "Cohen's κ",
 }
 VERDICT_COLOURS = {"agree": "green", "disagree": "red", "unsure": "orange"}
 SHORTCUTS = {"next": "J", "prev": "K", "agree": "A", "disagree": "D", "unsure": "U"}
@@ -85,7 +90,7 @@ def _md(text) -> str:
 
 
 def _label_text(run: C.Run, value, target: str) -> str:
-    """'positive' / 'negative' / a class name for a 0/1 truth or decision; '—' when unknown."""
+    """'positive' / 'negative' / a class name for a 0/1 truth or decision; 'unknown' if missing."""
     if value is None or (isinstance(value, float) and pd.isna(value)):
         return "unknown"
     if run.task == "multiclass":
@@ -179,7 +184,7 @@ def _save(verdict: str, store: VerdictStore, record: dict) -> None:
 
 def _sidebar(run: C.Run, store: VerdictStore) -> dict:
     sb = st.sidebar
-    sb.markdown(f"## :material/radiology: {run.name}")
+    sb.markdown(f"## :material/radiology: {_md(run.name)}")
     sb.caption(f"{run.task} · {len(run.cases)} images · threshold: {run.threshold_source}")
     sb.text_input("Reviewer", key="reviewer", placeholder="your name or initials", bind="query-params")
     target = run.targets[0]
@@ -206,7 +211,7 @@ def _sidebar(run: C.Run, store: VerdictStore) -> dict:
     shown = C.select(cases, kind=kind, band=band, folds=chosen_folds, reviewed=reviewed, sort=sort)
 
     done = len(set(cases["image_id"]) & reviewed)
-    who = f" by {reviewer}" if reviewer else ""
+    who = f" by {_md(reviewer)}" if reviewer else ""
     sb.markdown(f"**{done} of {len(cases)} reviewed{who}**")
     sb.progress(done / len(cases) if len(cases) else 0.0)
     sb.checkbox("Advance to the next case after saving", value=True, key="advance")
@@ -231,8 +236,10 @@ def _header(run: C.Run, pos: int, n: int, row: pd.Series, target: str) -> None:
     thr_text = "argmax" if pd.isna(thr) else f"{thr:.3f}"
     if run.task == "multiclass":
         decision, truth = str(row["pred_class"]), _truth_value(run, row, target)
-        outcome, colour = ("no ground truth", "gray") if truth is None else (
-            ("correct", "green") if truth == decision else ("misclassified", "red")
+        outcome, colour = (
+            ("no ground truth", "gray")
+            if truth is None
+            else (("correct", "green") if truth == decision else ("misclassified", "red"))
         )
         truth = truth or "unknown"
     else:
@@ -242,19 +249,32 @@ def _header(run: C.Run, pos: int, n: int, row: pd.Series, target: str) -> None:
     st.markdown(f"### Case {pos + 1} of {n} · `{str(row['image_id']).replace('`', '')}`{_md(label)}")
     st.markdown(
         f"Score **{row['score']:.3f}** (threshold {thr_text}) &nbsp; "
-        f"Decision :blue-badge[{decision}] &nbsp; Truth :{colour}-badge[{truth}] &nbsp; :{colour}[{outcome}]"
+        f"Decision :blue-badge[{_md(decision)}] &nbsp; Truth :{colour}-badge[{_md(truth)}] &nbsp; :{colour}[{outcome}]"
     )
 
 
 def _nav(pos: int, n: int) -> None:
     c1, c2, c3, _ = st.columns([1, 1, 1.2, 3], vertical_alignment="bottom")
     c1.button(
-        "Previous", key="prev", icon=":material/arrow_back:", on_click=_go, args=(-1,),
-        disabled=pos == 0, shortcut=SHORTCUTS["prev"], width="stretch",
+        "Previous",
+        key="prev",
+        icon=":material/arrow_back:",
+        on_click=_go,
+        args=(-1,),
+        disabled=pos == 0,
+        shortcut=SHORTCUTS["prev"],
+        width="stretch",
     )
     c2.button(
-        "Next", key="next", icon=":material/arrow_forward:", icon_position="right", on_click=_go, args=(+1,),
-        disabled=pos >= n - 1, shortcut=SHORTCUTS["next"], width="stretch",
+        "Next",
+        key="next",
+        icon=":material/arrow_forward:",
+        icon_position="right",
+        on_click=_go,
+        args=(+1,),
+        disabled=pos >= n - 1,
+        shortcut=SHORTCUTS["next"],
+        width="stretch",
     )
     st.session_state["jump"] = pos + 1
     c3.number_input(f"Go to case (1–{n})", 1, max(n, 1), key="jump", on_change=_jump)
@@ -277,8 +297,12 @@ def _viewer(run: C.Run, row: pd.Series, target: str, controls) -> C.DisplayImage
     with controls:
         center, width = _window_controls(img, str(row["image_id"]))
         # A preference that holds across cases; cases without a map show the plain image.
-        show_cam = st.toggle("Grad-CAM overlay", value=True, key="cam_on", help="shown where medrec.predict saved a map")
-        opacity = st.slider("CAM opacity", 0.0, 1.0, 0.45, 0.05, key="cam_opacity", disabled=cam is None or not show_cam)
+        show_cam = st.toggle(
+            "Grad-CAM overlay", value=True, key="cam_on", help="shown where medrec.predict saved a map"
+        )
+        opacity = st.slider(
+            "CAM opacity", 0.0, 1.0, 0.45, 0.05, key="cam_opacity", disabled=cam is None or not show_cam
+        )
         st.slider("Zoom", 1.0, 4.0, 1.0, 0.25, key="zoom", format="%.2f×")
         pan = (0.5, 0.5)
         if zoom > 1:
@@ -299,7 +323,8 @@ def _viewer(run: C.Run, row: pd.Series, target: str, controls) -> C.DisplayImage
     h, w = img.native_shape
     note = "" if img.scale == 1 else f" · shown at {img.pixels.shape[1]}×{img.pixels.shape[0]}"
     cam_note = "" if cam is not None else " · no Grad-CAM map for this case"
-    st.caption(f"{w}×{h} px{note} · window C {center:g} / W {width:g}{cam_note}")
+    lo, hi = float(img.pixels.min()), float(img.pixels.max())
+    st.caption(f"{w}×{h} px{note} · values {lo:g} to {hi:g} · window C {center:g} / W {width:g}{cam_note}")
     return img
 
 
@@ -332,19 +357,21 @@ def _facts(run: C.Run, row: pd.Series, target: str, img: C.DisplayImage | None) 
     if not pd.isna(row["fold"]):
         facts["Fold"] = str(int(row["fold"]))
     if run.task == "multilabel":
-        others = [
-            f"{t} {run.cases.loc[row.name, f'score_{t}']:.2f}" if row.name in run.cases.index else t
-            for t in run.targets
-            if t != target
-        ]
-        facts["Other labels"] = ", ".join(others)
-    st.table(pd.DataFrame([(k, _md(v)) for k, v in facts.items()], columns=["fact", "value"]), hide_index=True, hide_header=True, border="horizontal")
+        scores = run.cases.loc[row.name]
+        facts["Other labels"] = ", ".join(f"{t} {scores[f'score_{t}']:.2f}" for t in run.targets if t != target)
+    _pairs(facts)
     with st.expander("Image metadata (de-identified)", expanded=False):
         meta = C.safe_meta(img.meta) if img else {}
         if meta:
-            st.table(pd.DataFrame([(_md(k), _md(v)) for k, v in meta.items()], columns=["field", "value"]), hide_index=True, hide_header=True, border="horizontal")
+            _pairs(meta)
         else:
             st.caption("No metadata for this image.")
+
+
+def _pairs(items: dict) -> None:
+    """A two-column key/value table (escaped: values may come from files)."""
+    table = pd.DataFrame([(_md(k), _md(v)) for k, v in items.items()], columns=["key", "value"])
+    st.table(table, hide_index=True, hide_header=True, border="horizontal")
 
 
 def _verdict_panel(run: C.Run, store: VerdictStore, row: pd.Series, target: str) -> None:
@@ -386,7 +413,8 @@ def _verdict_panel(run: C.Run, store: VerdictStore, row: pd.Series, target: str)
     names = {value: text.rsplit(" (", 1)[0] for text, value in label_values.items()}
     for v in latest:
         colour = VERDICT_COLOURS[v.verdict]
-        corrected = f" · corrected to **{_md(names.get(v.corrected_label, v.corrected_label))}**" if v.corrected_label else ""
+        fixed = names.get(v.corrected_label, v.corrected_label)
+        corrected = f" · corrected to **{_md(fixed)}**" if fixed else ""
         comment = f"  \n“{_md(v.comment)}”" if v.comment else ""
         when = v.created_utc[:16].replace("T", " ")
         st.markdown(f"**{_md(v.reviewer)}** · :{colour}-badge[{v.verdict}]{corrected} · :gray[{when} UTC]{comment}")
@@ -394,8 +422,13 @@ def _verdict_panel(run: C.Run, store: VerdictStore, row: pd.Series, target: str)
     if len(history) > len(latest):
         with st.expander(f"History ({len(history)} entries)"):
             rows = [
-                {"when (UTC)": v.created_utc[:19].replace("T", " "), "reviewer": _md(v.reviewer), "verdict": v.verdict,
-                 "corrected": _md(v.corrected_label or ""), "comment": _md(v.comment)}
+                {
+                    "when (UTC)": v.created_utc[:19].replace("T", " "),
+                    "reviewer": _md(v.reviewer),
+                    "verdict": v.verdict,
+                    "corrected": _md(v.corrected_label or ""),
+                    "comment": _md(v.comment),
+                }
                 for v in history
             ]
             st.table(pd.DataFrame(rows), hide_index=True, border="horizontal")
@@ -405,13 +438,17 @@ def _case_list(run: C.Run, shown: pd.DataFrame, reviewed: set[str], target: str)
     if shown.empty:
         st.info("No cases match the filter.")
         return
+    if "pred_class" in shown:
+        decisions = shown["pred_class"].tolist()
+    else:
+        decisions = [_label_text(run, p, target) for p in shown["pred"]]
     table = pd.DataFrame(
         {
             "case": range(1, len(shown) + 1),
             "image": shown["image_id"].to_numpy(),
             "fold": shown["fold"].to_numpy(),
             "score": shown["score"].round(4).to_numpy(),
-            "decision": [_label_text(run, p, target) for p in shown["pred"]] if "pred_class" not in shown else shown["pred_class"].to_numpy(),
+            "decision": decisions,
             "truth": [_label_text(run, t, target) for t in shown["truth"]],
             "margin": shown["margin"].round(4).to_numpy(),
             "spread": shown["spread"].round(4).to_numpy(),
@@ -420,7 +457,14 @@ def _case_list(run: C.Run, shown: pd.DataFrame, reviewed: set[str], target: str)
     )
     table = table.drop(columns=[c for c in ("fold", "spread") if table[c].isna().all()])
     st.caption("Click a row to open that case.")
-    st.dataframe(table, hide_index=True, width="stretch", key="case_table", on_select=_pick_from_table, selection_mode="single-row")
+    st.dataframe(
+        table,
+        hide_index=True,
+        width="stretch",
+        key="case_table",
+        on_select=_pick_from_table,
+        selection_mode="single-row",
+    )
 
 
 def _summary(run: C.Run, store: VerdictStore) -> None:
@@ -428,19 +472,33 @@ def _summary(run: C.Run, store: VerdictStore) -> None:
     summary = agreement(latest)
     st.markdown(f"**{store.count()} verdicts** ({len(latest)} current) in `{store.path.name}`")
     st.markdown("##### Model vs reviewers")
-    if summary["model_vs_reviewer"]:
-        st.dataframe(pd.DataFrame(summary["model_vs_reviewer"]).rename(columns=SUMMARY_NAMES), hide_index=True, width="stretch")
-    else:
-        st.caption("No verdicts yet.")
-    st.markdown("##### Reviewer vs reviewer (cases both reviewed; Cohen's κ)")
-    if summary["reviewer_vs_reviewer"]:
-        st.dataframe(pd.DataFrame(summary["reviewer_vs_reviewer"]).rename(columns=SUMMARY_NAMES), hide_index=True, width="stretch")
-    else:
-        st.caption("Needs two reviewers on the same case.")
+    for key, title, empty in (
+        ("model_vs_reviewer", "Model vs reviewers", "No verdicts yet."),
+        (
+            "reviewer_vs_reviewer",
+            "Reviewer vs reviewer (cases both reviewed; Cohen's κ)",
+            "Needs two reviewers on one case.",
+        ),
+    ):
+        st.markdown(f"##### {title}")
+        if summary[key]:
+            st.dataframe(pd.DataFrame(summary[key]).rename(columns=SUMMARY_NAMES), hide_index=True, width="stretch")
+        else:
+            st.caption(empty)
     c1, c2, _ = st.columns([1, 1, 2])
-    c1.download_button("Download all verdicts (CSV)", store.export_csv(), file_name=f"{run.name}_verdicts.csv", mime="text/csv", key="dl_all")
+    c1.download_button(
+        "Download all verdicts (CSV)",
+        store.export_csv(),
+        file_name=f"{run.name}_verdicts.csv",
+        mime="text/csv",
+        key="dl_all",
+    )
     c2.download_button(
-        "Download latest per reviewer (CSV)", store.export_csv(latest_only=True), file_name=f"{run.name}_verdicts_latest.csv", mime="text/csv", key="dl_latest"
+        "Download latest per reviewer (CSV)",
+        store.export_csv(latest_only=True),
+        file_name=f"{run.name}_verdicts_latest.csv",
+        mime="text/csv",
+        key="dl_latest",
     )
 
 
@@ -456,10 +514,13 @@ def _flash() -> None:
 def main() -> None:
     st.set_page_config(page_title="medrec review", page_icon=":material/radiology:", layout="wide")
     # Less empty space above the case header, so image and verdict buttons share one screen.
-    st.html("<style>.stMainBlockContainer, .block-container {padding-top: 2.2rem;}</style>")
+    st.html("<style>.stMainBlockContainer, .block-container {padding-top: 3.5rem;}</style>")
     args = _args()
     if not args.run:
-        st.error("No run folder given. Start with `python -m medrec.review RUN_DIR` or `streamlit run apps/review.py -- --run RUN_DIR`.")
+        st.error(
+            "No run folder given. Start with `python -m medrec.review RUN_DIR` "
+            "or `streamlit run apps/review.py -- --run RUN_DIR`."
+        )
         st.stop()
     try:
         run = _load_run(str(Path(args.run).resolve()), args.predictions, _stamp(args.run, args.predictions))
@@ -470,6 +531,14 @@ def main() -> None:
     if "case_id" not in st.session_state and st.query_params.get("case"):
         st.session_state["case_id"] = st.query_params["case"]
 
+    address = st.get_option("server.address")
+    if address not in ("127.0.0.1", "localhost", "::1"):
+        # Plain `streamlit run` listens on every interface: patient images would be reachable
+        # from the network. python -m medrec.review binds 127.0.0.1.
+        st.sidebar.warning(
+            f"This server listens on {address or 'all interfaces'}. For this machine only, start it with "
+            "`python -m medrec.review RUN_DIR` or add `--server.address 127.0.0.1`."
+        )
     state = _sidebar(run, store)
     target, shown = state["target"], state["shown"]
     _flash()
@@ -505,4 +574,7 @@ def _prefetch(run: C.Run, shown: pd.DataFrame, pos: int) -> None:
         pass  # the error is shown when that case is opened
 
 
-main()
+# Streamlit runs this file as __main__; the guard keeps a multiprocessing "spawn" child (which
+# re-imports the main module) or an import for inspection from starting the page.
+if __name__ == "__main__":
+    main()

@@ -54,7 +54,7 @@ def _check(_: argparse.Namespace) -> int:
         print(f"{arch:<14}{name:<36}{status}")
     bad = [r for r in rows if r[2].startswith("CORRUPT")]
     if bad:
-        print(f"{len(bad)} corrupt file(s) in {w.cache_dir()}: delete them and pull or import again", file=sys.stderr)
+        print(f"{len(bad)} corrupt file(s) in {w.cache_dir()}: delete, then pull or import again", file=sys.stderr)
     return 1 if bad else 0
 
 

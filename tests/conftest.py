@@ -6,6 +6,8 @@ change what a test sees (tests that need weights write their own files there).
 """
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,3 +41,30 @@ def pneumoniamnist_npz() -> Path:
     if not path.exists():
         pytest.skip(f"PneumoniaMNIST not found at {path}; set MEDREC_PNEUMONIAMNIST")
     return path
+
+
+# One short but real cross-validated run of data_samples, shared by every test that needs a run
+# folder: 3 patient-grouped folds, 3 epochs, 64 px, few bootstrap resamples.
+SHORT_RUN = ["--set", "train.epochs=3", "--set", "cv.folds=3", "--set", "data.image_size=64",
+             "--set", "eval.bootstrap=50", "--quiet"]
+
+
+def run_finetune(*args, env=None, timeout=900):
+    e = {**os.environ, "OMP_NUM_THREADS": "2", **(env or {})}
+    return subprocess.run([sys.executable, "-m", "medrec.finetune", *map(str, args)], cwd=ROOT, env=e,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="session")
+def samples_run(tmp_path_factory):
+    """(run folder, CompletedProcess) of `configs/chest_xray.yaml` shortened by SHORT_RUN."""
+    out = tmp_path_factory.mktemp("samples_run") / "run"
+    res = run_finetune("--config", ROOT / "configs" / "chest_xray.yaml", *SHORT_RUN, "--out", out)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return out, res
+
+
+@pytest.fixture(scope="session")
+def short_run_args():
+    """The --set arguments that `samples_run` was made with (to make a comparable run)."""
+    return list(SHORT_RUN)

@@ -120,7 +120,8 @@ def _split_folders(where: Path, split: str, val_split: str | None) -> list[tuple
 
 
 def _subfolders(folder: Path) -> list[Path]:
-    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith("."))
+    # hidden folders and the __MACOSX folder of zip archives made on a Mac are not classes
+    return sorted(d for d in folder.iterdir() if d.is_dir() and not d.name.startswith((".", "__")))
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -215,8 +216,9 @@ def chexpert(cfg: DataConfig, where: Path) -> pd.DataFrame:
     if not observations:
         raise DataError(f"{csv}: none of the CheXpert observation columns ({', '.join(CHEXPERT_OBSERVATIONS)})")
     first = Path(str(t["Path"].iloc[0])) if len(t) else Path()
-    # Paths start with the dataset folder (CheXpert-v1.0-small/...), which holds the CSV.
-    base = _root(cfg, csv) if cfg.root or first.parts[:1] != (csv.parent.name,) else csv.parent.parent.resolve()
+    base = _root(cfg, csv)
+    if not cfg.root and first.parts[:1] == (csv.parent.name,):
+        base = csv.parent.parent  # paths start with the dataset folder (CheXpert-v1.0-small/) that holds the CSV
     patient = t["Path"].astype(str).str.extract(r"(patient\d+)", expand=False)
     if patient.isna().any():
         row = int(np.flatnonzero(patient.isna().to_numpy())[0]) + 2

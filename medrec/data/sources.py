@@ -56,9 +56,11 @@ def load_source(cfg: DataConfig, base_dir: Path | str = ".") -> Manifest:
 
 
 def _label_columns(cfg: DataConfig, table: pd.DataFrame) -> tuple[str, ...]:
-    if cfg.source == "manifest" or "label" not in table.columns or cfg.label_columns != ("label",):
+    """The configured label columns; for adapters, the default `[label]` means 'every finding the
+    adapter found' (NIH's 14, CheXpert's, MedMNIST multilabel), which they list in `table.attrs`."""
+    if cfg.source == "manifest" or tuple(cfg.label_columns) != ("label",):
         return tuple(cfg.label_columns)
-    return ("label",)
+    return tuple(table.attrs.get("label_columns", cfg.label_columns))
 
 
 def medmnist_table(npz: Path, split: str, val_split: str | None) -> pd.DataFrame:
@@ -85,7 +87,9 @@ def medmnist_table(npz: Path, split: str, val_split: str | None) -> pd.DataFrame
             else:
                 row.update({f"label_{j}": int(v) for j, v in enumerate(labels[i])})
             rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    table.attrs["label_columns"] = tuple(c for c in table.columns if c == "label" or c.startswith("label_"))
+    return table
 
 
 def _npz_keys(npz: Path) -> list[str]:

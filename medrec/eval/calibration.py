@@ -30,11 +30,17 @@ def bin_ids(p: np.ndarray, n_bins: int) -> np.ndarray:
 def weighted_ece(y: np.ndarray, p: np.ndarray, w: np.ndarray, n_bins: int) -> np.ndarray:
     """Expected calibration error for each row of weights `w` (b, n): sum over bins of
     |observed - predicted| weighted by the bin's share, i.e. sum_bins |sum w(y - p)| / sum w."""
-    onehot = np.zeros((len(p), n_bins))
-    onehot[np.arange(len(p)), bin_ids(p, n_bins)] = 1.0
-    gap = (w * (np.asarray(y, dtype=float) - p)) @ onehot
+    if len(p) == 0:
+        return np.full(w.shape[0], np.nan)
+    ids = bin_ids(p, n_bins)
+    order = np.argsort(ids, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(ids[order]) != 0])
+    # Per-bin sums by reduceat over bin-sorted columns: no BLAS, so the same order of additions
+    # (and the same bytes in metrics.json) on every machine.
+    diff = (np.asarray(y, dtype=float) - p).astype(w.dtype)[order]
+    gap = np.add.reduceat(w[:, order] * diff, starts, axis=1, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.abs(gap).sum(axis=1) / w.sum(axis=1)
+        return np.abs(gap).sum(axis=1) / w.sum(axis=1, dtype=np.float64)
 
 
 def weighted_brier(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -47,7 +53,7 @@ def weighted_brier(y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
     if err.ndim == 2:
         err = err.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (w @ err) / w.sum(axis=1)
+        return (w * err.astype(w.dtype)).sum(axis=1, dtype=np.float64) / w.sum(axis=1, dtype=np.float64)
 
 
 def ece(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> float:

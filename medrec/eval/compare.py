@@ -144,7 +144,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> dict:
         "run_a": {"name": a.cfg.name, "run_dir": str(a.dir)},
         "run_b": {"name": b.cfg.name, "run_dir": str(b.dir)},
         "task": oof_a.task, "labels": list(oof_a.names),
-        "n_rows": len(oof_a.y), "unit": a.unit_kind, "n_units": len(np.unique(oof_a.unit)),
+        "n_rows": len(oof_a.y), "n_images": int(a.table["path"].nunique()), "n_repeats": len(np.unique(oof_a.repeat)),
+        "unit": a.unit_kind, "n_units": len(np.unique(oof_a.unit)),
         "settings": {"operating_point": cfg.operating_point, "n_resamples": cfg.bootstrap,
                      "seed": cfg.bootstrap_seed, "confidence": LEVEL, "from": "run A's eval config"},
         "metrics": headline, "per_label": per_label,
@@ -196,11 +197,13 @@ def to_markdown(result: dict) -> str:
     """A readable summary of `compare_runs`'s result."""
     a, b = result["run_a"]["name"], result["run_b"]["name"]
     lines = [f"# Paired comparison: A = {a}, B = {b}", "",
-             f"{result['n_rows']} cases, {result['n_units']} resampling units ({result['unit']}); "
-             f"{result['settings']['n_resamples']} resamples, seed {result['settings']['seed']}.", ""]
-    lines += _md_metrics(result["metrics"], "metric")
+             f"{result['n_images']} images × {result['n_repeats']} repeat(s), {result['n_units']} resampling units "
+             f"({result['unit']}); {result['settings']['n_resamples']} resamples, "
+             f"seed {result['settings']['seed']}.", ""]
+    n = result["settings"]["n_resamples"]
+    lines += _md_metrics(result["metrics"], n)
     for label, ms in result["per_label"].items():
-        lines += ["", f"## {label}", ""] + _md_metrics(ms, "metric")
+        lines += ["", f"## {label}", ""] + _md_metrics(ms, n)
     if result["delong"]:
         lines += ["", "## DeLong test for the AUROC difference", "",
                   "| label | repeat | AUROC A | AUROC B | diff | SE | z | p |", "|---|---|---|---|---|---|---|---|"]
@@ -214,11 +217,14 @@ def to_markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _md_metrics(ms: dict, head: str) -> list[str]:
-    out = [f"| {head} | A | B | A - B | 95% CI | p (bootstrap) |", "|---|---|---|---|---|---|"]
+def _md_metrics(ms: dict, n_resamples: int) -> list[str]:
+    out = ["| metric | A | B | A - B | 95% CI | p (bootstrap) |", "|---|---|---|---|---|---|"]
     for name, m in ms.items():
         ci = "—" if m["ci_low"] is None else f"{_f(m['ci_low'])} – {_f(m['ci_high'])}"
-        out.append(f"| {name} | {_f(m['a'])} | {_f(m['b'])} | {_f(m['diff'])} | {ci} | {_p(m['p_value'])} |")
+        p = m["p_value"]
+        # no resampled difference crossed zero: the bootstrap only resolves p down to 2 / resamples
+        p_text = f"< {2 / n_resamples:.2g}" if p == 0 and n_resamples else _p(p)
+        out.append(f"| {name} | {_f(m['a'])} | {_f(m['b'])} | {_f(m['diff'])} | {ci} | {p_text} |")
     return out
 
 

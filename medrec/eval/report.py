@@ -76,7 +76,8 @@ def load_run(run_dir: str | Path) -> Run:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{paths['oof_predictions.csv']} is not a readable CSV: {exc}") from None
     task = info.get("task") or cfg.data.task
-    oof, unit_kind = oof_from_table(table, task, _names(info, cfg, task), str(paths["oof_predictions.csv"]))
+    oof, unit_kind = oof_from_table(table, task, _names(info, cfg, task), str(paths["oof_predictions.csv"]),
+                                    patient_level=info.get("patient_level"))
     return Run(run_dir, info, cfg, table, oof, unit_kind)
 
 
@@ -88,12 +89,18 @@ def _names(info: dict, cfg: ExperimentConfig, task: str) -> tuple[str, ...] | No
     return tuple(str(n) for n in names) if names else None
 
 
-def oof_from_table(table, task: str, names: tuple[str, ...] | None, source: str) -> tuple[OOF, str]:
+def oof_from_table(
+    table, task: str, names: tuple[str, ...] | None, source: str, *, patient_level: bool | None = None
+) -> tuple[OOF, str]:
     """Turn the oof_predictions.csv table into arrays (see the run-folder contract).
+
+    Args:
+        patient_level: run.json's flag; False says the data has no real patient ids.
 
     Returns:
         (OOF, "patient" or "image"): the bootstrap unit is the image when the data has no
-        patient ids (no patient_id column, or patient_id equal to image_id on every row).
+        patient ids: `patient_level` is False, there is no patient_id column, or every patient
+        id has a single image (as when sources without ids, e.g. MedMNIST, use the image id).
     """
     if task not in ("binary", "multiclass", "multilabel"):
         raise DataError(f"{source}: task '{task}' unknown; valid: binary, multiclass, multilabel")
@@ -105,7 +112,7 @@ def oof_from_table(table, task: str, names: tuple[str, ...] | None, source: str)
     y, score, names = _labels_and_scores(table, task, names, source)
     fold = _integers(table, "fold", source)
     repeat = _integers(table, "repeat", source) if "repeat" in table.columns else np.zeros(len(table), dtype=int)
-    unit, kind = _units(table)
+    unit, kind = _units(table, patient_level)
     return OOF(task, names, y, score, fold, repeat, unit), kind
 
 
@@ -129,7 +136,8 @@ def _labels_and_scores(table, task: str, names: tuple[str, ...] | None, source: 
         raise DataError(f"{source}: missing column(s) {', '.join(absent)}")
     score = table[scols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
     if not np.isfinite(score).all():
-        raise DataError(f"{source}: {int((~np.isfinite(score)).any(axis=1).sum())} row(s) have a missing or infinite score")
+        bad = int((~np.isfinite(score)).any(axis=1).sum())
+        raise DataError(f"{source}: {bad} row(s) have a missing or infinite score")
     labels = table[ycols].apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
     if task == "multiclass":
         return _class_labels(labels, len(names), source), score, names
@@ -159,16 +167,18 @@ def _integers(table, col: str, source: str) -> np.ndarray:
     return values.astype(int)
 
 
-def _units(table) -> tuple[np.ndarray, str]:
+def _units(table, patient_level: bool | None) -> tuple[np.ndarray, str]:
+    # The image path is the unit for image-level data, so an image's rows in every repeat move together.
     image = table["path"].astype(str).to_numpy()
-    if "patient_id" not in table.columns or table["patient_id"].isna().all():
+    if patient_level is False or "patient_id" not in table.columns or table["patient_id"].isna().all():
         return image, "image"
     pid = table["patient_id"]
-    if "image_id" in table.columns and (pid.astype(str) == table["image_id"].astype(str)).all():
+    if table.groupby(pid.fillna(""))["path"].nunique().max() == 1:  # every patient id has one image
         return image, "image"
     if pid.isna().any():
         log.warning("%d row(s) without patient_id are resampled as their own unit", int(pid.isna().sum()))
-    unit = np.where(pid.isna().to_numpy(), "image:" + table["path"].astype(str).to_numpy(), "patient:" + pid.astype(str).to_numpy())
+    image_unit = "image:" + table["path"].astype(str).to_numpy()
+    unit = np.where(pid.isna().to_numpy(), image_unit, "patient:" + pid.astype(str).to_numpy())
     return unit, "patient"
 
 
@@ -213,10 +223,12 @@ def metrics_document(run: Run, ev: dict) -> dict:
         if optimistic and is_threshold_metric(metric):
             entry["note"] = "threshold chosen on this data (optimistic)"
         (headline if label == "" else per_label.setdefault(label, {}))[metric] = entry
+    # The fields that differ between two runs of one config (run.json's VOLATILE_FIELDS) and the
+    # build time; everything else in metrics.json is reproducible byte for byte.
     volatile = {
         "built": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "created": info.get("created"), "finished": info.get("finished"),
-        "wall_time_s": info.get("wall_time_s"), "run_dir": str(run.dir),
+        "created": info.get("created"), "finished": info.get("finished"), "wall_time_s": info.get("wall_time_s"),
+        "run_dir": str(run.dir), "hardware": info.get("hardware"), "git_commit": info.get("git_commit"),
     }
     return {
         "schema_version": SCHEMA,
@@ -278,8 +290,7 @@ def _operating_point(run: Run, ev: dict) -> dict:
 
 def _provenance(run: Run) -> dict:
     info = run.info
-    keys = ("status", "initialisation", "weights_sha256", "data_fingerprint", "git_commit", "versions",
-            "seeds", "hardware")
+    keys = ("status", "initialisation", "weights_sha256", "data_fingerprint", "versions", "seeds")
     out = {k: info.get(k) for k in keys}
     out["name"] = run.cfg.name
     out["config_sha256"] = hashlib.sha256((run.dir / "config.yaml").read_bytes()).hexdigest()
@@ -296,8 +307,9 @@ def _notes(run: Run, ev: dict) -> list[str]:
         )
     else:
         notes.append(
-            "This data has no patient ids: folds and CIs are image-level. Images of one patient may sit in "
-            "different folds, and the CIs are too narrow if patients contribute several images."
+            "Image-level folds and CIs: this data has no patient ids (each patient id has a single image, as for "
+            "sources without them, e.g. MedMNIST). If patients contribute several images, their images may sit "
+            "in different folds and the CIs are too narrow."
         )
     notes.append(_selection_note(ev["selection"], cfg.operating_point))
     if _differs(run.info.get("threshold"), ev["stored_threshold"]):
@@ -312,6 +324,10 @@ def _notes(run: Run, ev: dict) -> list[str]:
     if run.cfg.eval.temperature_scaling and ev["calibration"]["temperature_scaling"] is not None:
         notes.append("Temperature scaling is fitted like the thresholds (on the other folds) and reported "
                      "before/after; the metric table uses the unscaled scores.")
+    undefined = sorted({label for (label, _), m in ev["metrics"].items() if label and not np.isfinite(m["value"])})
+    if undefined:
+        notes.append("Some metrics are undefined (a class absent, or no threshold in a fold) for: "
+                     f"{', '.join(undefined)}; macro averages leave them out.")
     scope = ev["calibration"]["scope"]
     if scope.startswith("skipped"):
         notes.append("Scores are not probabilities in [0, 1]: calibration metrics are skipped.")
@@ -382,7 +398,7 @@ def make_figures(run: Run, ev: dict, doc: dict) -> dict[str, bytes]:
     if oof.task != "multiclass":
         src = doc["per_label"] if len(oof.names) > 1 else {oof.names[0]: doc["metrics"]}
         points = {n: (1 - m["specificity"]["value"], m["sensitivity"]["value"]) for n, m in src.items()
-                  if m.get("specificity", {}).get("value") is not None and m.get("sensitivity", {}).get("value") is not None}
+                  if None not in (m["specificity"]["value"], m["sensitivity"]["value"])}
     figures = {"roc": plots.curve_figure(oof, "roc", points), "pr": plots.curve_figure(oof, "pr")}
     rel = plots.reliability_figure(ev["calibration"])
     if rel is not None:
@@ -403,7 +419,10 @@ def worst_cases(run: Run, ev: dict, n: int) -> list[dict]:
     if n == 0:
         return []
     oof, t = run.oof, run.table
-    ids = t["image_id"].astype(str).to_numpy() if "image_id" in t.columns else np.array([f"row {i}" for i in range(len(t))])
+    if "image_id" in t.columns:
+        ids = t["image_id"].astype(str).to_numpy()
+    else:
+        ids = np.array([f"row {i}" for i in range(len(t))])
     if oof.task == "multiclass":
         pred = oof.score.argmax(axis=1)
         wrong = np.flatnonzero(pred != oof.y)
@@ -521,7 +540,7 @@ def _mapping(d) -> str:
 
 def header_rows(run: Run, doc: dict) -> list[tuple[str, str]]:
     """(field, value) pairs of the report header."""
-    info, prov, vol = run.info, doc["provenance"], doc["volatile"]
+    info, prov, vol, data = run.info, doc["provenance"], doc["volatile"], doc["data"]
     fp = prov.get("data_fingerprint") or {}
     return [
         ("Config name", prov["name"]),
@@ -531,15 +550,15 @@ def header_rows(run: Run, doc: dict) -> list[tuple[str, str]]:
         ("Weights file", _fmt(info.get("weights_file"))),
         ("Weights sha256", _fmt(prov.get("weights_sha256"))),
         ("Data fingerprint", _mapping(fp)),
-        ("Git commit", _fmt(prov.get("git_commit"))),
+        ("Git commit", _fmt(vol.get("git_commit"))),
         ("Package versions", _mapping(prov.get("versions"))),
         ("Seeds", _mapping(prov.get("seeds"))),
-        ("Hardware", _mapping(prov.get("hardware"))),
+        ("Hardware", _mapping(vol.get("hardware"))),
         ("Created / finished", f"{_fmt(vol.get('created'))} / {_fmt(vol.get('finished'))}"),
         ("Wall time", _wall(vol.get("wall_time_s"))),
         ("Config sha256", prov["config_sha256"]),
-        ("Images / patients / rows", f"{doc['data']['n_images']} / {_fmt(doc['data']['n_patients'])} / {doc['data']['n_rows']}"),
-        ("Folds × repeats", f"{doc['data']['n_folds']} × {doc['data']['n_repeats']}"),
+        ("Images / patients / rows", f"{data['n_images']} / {_fmt(data['n_patients'])} / {data['n_rows']}"),
+        ("Folds × repeats", f"{data['n_folds']} × {data['n_repeats']}"),
         ("Resampling unit", "patient" if doc["bootstrap"]["unit"] == "patient" else "image (no patient ids)"),
     ]
 
@@ -608,14 +627,28 @@ def calibration_rows(doc: dict) -> list[list[str]]:
 
 
 def _h_table(head: list[str], rows: list[list[str]], num_from: int = 1) -> str:
+    """An HTML table, every cell escaped; columns from `num_from` on are right-aligned numbers."""
     from html import escape
 
+    def cell(i: int, c) -> str:
+        return f"<td class=num>{escape(str(c))}</td>" if i >= num_from else f"<td>{escape(str(c))}</td>"
+
     th = "".join(f"<th>{escape(h)}</th>" for h in head)
-    body = "".join(
-        "<tr>" + "".join(f"<td{' class=num' if i >= num_from else ''}>{escape(str(c))}</td>" for i, c in enumerate(r)) + "</tr>"
-        for r in rows
-    )
+    body = "".join("<tr>" + "".join(cell(i, c) for i, c in enumerate(r)) + "</tr>" for r in rows)
     return f"<table><tr>{th}</tr>{body}</table>"
+
+
+def _h_case(c: dict) -> str:
+    from html import escape
+
+    if c["thumbnail"]:
+        img = f'<img alt="thumbnail" src="data:image/png;base64,{c["thumbnail"]}">'
+    else:
+        img = '<div class="missing">thumbnail unavailable</div>'
+    thr = "" if c["threshold"] is None else f" / thr {c['threshold']:.3f}"
+    return (f'<div class="case">{img}<div>{escape(c["image_id"])}</div>'
+            f'<div>{escape(str(c["label"]))}: score {c["score"]:.3f}{thr}</div>'
+            f'<div>fold {c["fold"]}, repeat {c["repeat"]}</div></div>')
 
 
 def _h_cases(cases: list[dict]) -> str:
@@ -624,58 +657,52 @@ def _h_cases(cases: list[dict]) -> str:
     parts = []
     for section in cases:
         parts.append(f"<h3>{escape(section['title'])}</h3>")
-        if not section["cases"]:
-            parts.append("<p>None.</p>")
-            continue
-        cards = []
-        for c in section["cases"]:
-            img = (f'<img alt="thumbnail" src="data:image/png;base64,{c["thumbnail"]}">' if c["thumbnail"]
-                   else '<div class="missing">thumbnail unavailable</div>')
-            thr = "" if c["threshold"] is None else f" / thr {c['threshold']:.3f}"
-            cards.append(f'<div class="case">{img}<div>{escape(c["image_id"])}</div><div>{escape(str(c["label"]))}: '
-                         f'score {c["score"]:.3f}{escape(thr)}</div><div>fold {c["fold"]}, repeat {c["repeat"]}</div></div>')
-        parts.append(f'<div class="cases">{"".join(cards)}</div>')
+        cards = "".join(_h_case(c) for c in section["cases"])
+        parts.append(f'<div class="cases">{cards}</div>' if cards else "<p>None.</p>")
     return "".join(parts)
 
 
 _FIGURE_TITLES = {"roc": "ROC curves (per fold, pooled)", "pr": "Precision-recall curves (per fold, pooled)",
                   "reliability": "Reliability diagram", "confusion": "Confusion matrix at the operating point"}
+_METRIC_HEAD = ["metric", "value", "95% CI", "valid resamples"]
+_TEMPERATURE_HEAD = ["label", "stored T", "ECE before", "ECE after", "Brier before", "Brier after"]
 
 
 def render_html(run: Run, doc: dict, figures: dict[str, bytes], cases: list[dict]) -> str:
     """One self-contained HTML page (plots as base64 PNG); every string from data is escaped."""
-    from html import escape
+    from html import escape as e
 
-    e = escape
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>medrec report: {e(doc['provenance']['name'])}</title>",
-             f"<style>{_CSS}</style></head><body>",
-             f"<h1>medrec report: {e(doc['provenance']['name'])}</h1>",
-             _h_table(["field", "value"], [list(r) for r in header_rows(run, doc)], num_from=99),
-             "<h2>Method</h2>"]
+    title = f"medrec report: {e(doc['provenance']['name'])}"
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>",
+             f"<style>{_CSS}</style></head><body><h1>{title}</h1>",
+             _h_table(["field", "value"], [list(r) for r in header_rows(run, doc)], num_from=99), "<h2>Method</h2>"]
     parts += [f"<p class='note'>{e(n)}</p>" for n in doc["notes"]]
-    parts.append(f"<p>{e(_threshold_text(doc))}</p>")
-    parts += ["<h2>Metrics</h2>", _h_table(["metric", "value", "95% CI", "valid resamples"], [list(r) for r in metric_rows(doc)])]
+    parts += [f"<p>{e(_threshold_text(doc))}</p>", "<h2>Metrics</h2>",
+              _h_table(_METRIC_HEAD, [list(r) for r in metric_rows(doc)])]
     if doc["operating_point"]["selection"] == "same data (optimistic)":
         parts.append("<p class='note'>† threshold chosen on this data (optimistic).</p>")
     head, rows = label_rows(doc)
     if rows:
         parts += ["<h2>Per label</h2>", _h_table(head, rows)]
-    for name in ("roc", "pr", "reliability", "confusion"):
-        if name in figures:
-            b64 = base64.b64encode(figures[name]).decode("ascii")
-            parts.append(f"<h2>{e(_FIGURE_TITLES[name])}</h2><img class='plot' alt='{e(name)}' src='data:image/png;base64,{b64}'>")
+    for name in (n for n in ("roc", "pr", "reliability", "confusion") if n in figures):
+        b64 = base64.b64encode(figures[name]).decode("ascii")
+        parts.append(f"<h2>{e(_FIGURE_TITLES[name])}</h2>"
+                     f"<img class='plot' alt='{e(name)}' src='data:image/png;base64,{b64}'>")
     cal = calibration_rows(doc)
     if cal:
-        parts += ["<h2>Temperature scaling (cross-fitted)</h2>",
-                  _h_table(["label", "stored T", "ECE before", "ECE after", "Brier before", "Brier after"], cal)]
+        parts += ["<h2>Temperature scaling (cross-fitted)</h2>", _h_table(_TEMPERATURE_HEAD, cal)]
     head, rows = fold_rows(doc)
     parts += ["<h2>Per fold</h2>", _h_table(head, rows, num_from=0)]
     if cases:
         parts += ["<h2>Worst errors at the operating point</h2>", _h_cases(cases)]
-    parts.append(f"<h2>Reproducibility</h2><p>metrics.json is byte-identical for identical runs apart from the fields "
-                 f"under <code>volatile</code>: {e(', '.join(doc['volatile_fields']))}. Built {e(str(doc['volatile']['built']))} "
-                 f"from oof_predictions.csv, run.json and config.yaml.</p></body></html>")
+    parts.append(f"<h2>Reproducibility</h2><p>{e(_reproducibility_text(doc))}</p></body></html>")
     return "\n".join(parts)
+
+
+def _reproducibility_text(doc: dict) -> str:
+    return (f"metrics.json is byte-identical for identical runs apart from the fields under 'volatile': "
+            f"{', '.join(doc['volatile_fields'])}. Built {doc['volatile']['built']} from oof_predictions.csv, "
+            "run.json and config.yaml.")
 
 
 def _m_table(head: list[str], rows: list[list[str]]) -> str:
@@ -691,9 +718,9 @@ def render_markdown(run: Run, doc: dict, figure_names: list[str], cases: list[di
     """The report as Markdown, with links to plots/*.png (no thumbnails)."""
     parts = [f"# medrec report: {doc['provenance']['name']}", "",
              _m_table(["field", "value"], [list(r) for r in header_rows(run, doc)]), "", "## Method", ""]
-    parts += [f"- {n}" for n in doc["notes"]] + [f"- {_threshold_text(doc)}", "", "## Metrics", "",
-                                                 _m_table(["metric", "value", "95% CI", "valid resamples"],
-                                                          [list(r) for r in metric_rows(doc)]), ""]
+    parts += [f"- {n}" for n in doc["notes"]]
+    parts += [f"- {_threshold_text(doc)}", "", "## Metrics", "",
+              _m_table(_METRIC_HEAD, [list(r) for r in metric_rows(doc)]), ""]
     if doc["operating_point"]["selection"] == "same data (optimistic)":
         parts += ["† threshold chosen on this data (optimistic).", ""]
     head, rows = label_rows(doc)
@@ -703,15 +730,13 @@ def render_markdown(run: Run, doc: dict, figure_names: list[str], cases: list[di
               if n in figure_names] + [""]
     cal = calibration_rows(doc)
     if cal:
-        parts += ["## Temperature scaling (cross-fitted)", "",
-                  _m_table(["label", "stored T", "ECE before", "ECE after", "Brier before", "Brier after"], cal), ""]
+        parts += ["## Temperature scaling (cross-fitted)", "", _m_table(_TEMPERATURE_HEAD, cal), ""]
     head, rows = fold_rows(doc)
     parts += ["## Per fold", "", _m_table(head, rows), ""]
     for section in cases:
-        parts += [f"## {section['title']}", "", _m_table(
-            ["image", "label", "score", "threshold", "fold", "repeat"],
-            [[c["image_id"], c["label"], _fmt(c["score"]), _fmt(c["threshold"]), c["fold"], c["repeat"]]
-             for c in section["cases"]]), ""]
-    parts += ["## Reproducibility", "", "metrics.json is byte-identical for identical runs apart from the fields under "
-              f"`volatile`: {', '.join(doc['volatile_fields'])}.", ""]
+        table = [[c["image_id"], c["label"], _fmt(c["score"]), _fmt(c["threshold"]), c["fold"], c["repeat"]]
+                 for c in section["cases"]]
+        parts += [f"## {section['title']}", "",
+                  _m_table(["image", "label", "score", "threshold", "fold", "repeat"], table), ""]
+    parts += ["## Reproducibility", "", _reproducibility_text(doc), ""]
     return "\n".join(parts)

@@ -21,7 +21,7 @@ from medrec.errors import CheckpointError, ConfigError, WeightsError
 from medrec.models import adapt
 from medrec.models.freeze import check_freeze
 from medrec.models.specs import ArchSpec, get_spec
-from medrec.models.weights import resolve
+from medrec.models.weights import Weights, resolve
 
 logger = logging.getLogger(__name__)
 
@@ -54,33 +54,35 @@ def build_model(cfg: ModelConfig, *, num_outputs: int, replace_head: bool = True
     spec = get_spec(cfg.arch)
     if num_outputs < 1 or (not replace_head and num_outputs != spec.num_classes):
         raise ConfigError(f"num_outputs {num_outputs} invalid for {spec.name} (replace_head={replace_head})")
+    weights = resolve(cfg, spec)  # first: a missing file fails before seconds of model construction
     model = base_model(spec)
-    weights = resolve(cfg, spec)
     state = weights.state_dict
-    if state is not None and weights.layout != "medrec":
-        aux_optional = tuple(f"{h}." for h in spec.aux_heads) if not (keeps_aux(spec, cfg) and spec.aux_pretrained) else ()
-        problem = layout_problem(model, state, optional=aux_optional)
-        if problem is None:
-            model.load_state_dict(state, strict=False)  # only optional aux keys may be missing
-            state = None
-        elif weights.layout == "torchvision":
-            raise WeightsError(f"{weights.provenance['weights_file']} does not fit torchvision's {spec.name}: {problem}")
+    source = weights.provenance["weights_file"]
+    if state is not None and weights.layout != "medrec" and _load_imagenet_layout(model, spec, cfg, weights):
+        state = None
     _adapt(model, spec, cfg, num_outputs, replace_head)
     if state is not None:
-        problem = layout_problem(model, state)
-        if problem is not None:
-            raise WeightsError(
-                f"{weights.provenance['weights_file']} fits neither torchvision's {spec.name} (3 channels, "
-                f"{spec.num_classes} classes) nor this {cfg.in_channels}-channel, {num_outputs}-output model: {problem}"
-            )
-        model.load_state_dict(state)
+        _load_adapted(model, spec, state, source, f"{cfg.in_channels}-channel, {num_outputs}-output")
     check_freeze(model, cfg)
     logger.info(
-        "built %s: %d input channel(s), %d output(s), initialisation %s %s",
-        spec.name, cfg.in_channels, num_outputs, weights.provenance["initialisation"],
-        weights.provenance["weights_file"] or "",
+        "built %s: %d input channel(s), %d output(s), initialisation %s %s", spec.name, cfg.in_channels,
+        num_outputs, weights.provenance["initialisation"], source or "",
     )
     return model, weights.provenance
+
+
+def _load_imagenet_layout(model: nn.Module, spec: ArchSpec, cfg: ModelConfig, weights: Weights) -> bool:
+    """Load torchvision-layout weights into the unadapted network; False if they have another layout."""
+    aux_needed = keeps_aux(spec, cfg) and spec.aux_pretrained  # untrained or dropped aux may be absent
+    optional = () if aux_needed else tuple(f"{h}." for h in spec.aux_heads)
+    problem = layout_problem(model, weights.state_dict, optional=optional)
+    if problem is None:
+        model.load_state_dict(weights.state_dict, strict=False)  # strict but for those optional aux keys
+        return True
+    if weights.layout == "torchvision":  # the ImageNet cache file must fit
+        source = weights.provenance["weights_file"]
+        raise WeightsError(f"{source} does not fit torchvision's {spec.name}: {problem}; delete it and pull again")
+    return False
 
 
 def _adapt(model: nn.Module, spec: ArchSpec, cfg: ModelConfig, num_outputs: int, replace_head: bool) -> None:
@@ -97,18 +99,50 @@ def _adapt(model: nn.Module, spec: ArchSpec, cfg: ModelConfig, num_outputs: int,
         adapt.add_head_dropout(model, spec, cfg.dropout)
 
 
-def layout_problem(model: nn.Module, state: Mapping[str, torch.Tensor], optional: tuple[str, ...] = ()) -> str | None:
+def _load_adapted(model: nn.Module, spec: ArchSpec, state: Mapping, source: str, what: str) -> None:
+    """Load a state dict of the adapted network; if only the heads differ (another task's
+    checkpoint), load the rest and keep the new heads."""
+    problem = layout_problem(model, state)
+    if problem is None:
+        model.load_state_dict(state)
+        return
+    heads = tuple(f"{h}." for h in spec.heads)
+    body = {k: v for k, v in state.items() if not k.startswith(heads)}
+    if len(body) < len(state) and layout_problem(model, body, optional=heads) is None:
+        model.load_state_dict(body, strict=False)
+        logger.warning("%s: heads do not fit (%s); loaded the rest, heads start random", source, problem)
+        return
+    raise WeightsError(
+        f"{source} fits neither torchvision's {spec.name} (3 channels, {spec.num_classes} classes) "
+        f"nor this {what} model: {problem}"
+    )
+
+
+def layout_problem(
+    model: nn.Module, state: Mapping[str, torch.Tensor], optional: tuple[str, ...] = ()
+) -> str | None:
     """None if `state` loads into `model` (keys starting with `optional` may be missing), else why not."""
     own = model.state_dict()
-    missing = [k for k in own if k not in state and not k.startswith(optional)]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} != {tuple(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
-    parts = [f"{what} {len(keys)} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
-             for what, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)) if keys]
+    problems = {
+        "missing keys": [k for k in own if k not in state and not k.startswith(optional)],
+        "unexpected keys": [k for k in state if k not in own],
+        "shape mismatches": [
+            f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+            for k, v in own.items()
+            if k in state and state[k].shape != v.shape
+        ],
+    }
+    parts = [
+        f"{what} {len(keys)} ({', '.join(keys[:3])}{', ...' if len(keys) > 3 else ''})"
+        for what, keys in problems.items()
+        if keys
+    ]
     return "; ".join(parts) or None
 
 
-def rebuild_model(model_cfg: ModelConfig | Mapping[str, Any], state_dict: Mapping[str, torch.Tensor], num_outputs: int) -> nn.Module:
+def rebuild_model(
+    model_cfg: ModelConfig | Mapping[str, Any], state_dict: Mapping[str, torch.Tensor], num_outputs: int
+) -> nn.Module:
     """The network of a checkpoint: `build_model` with weights none, then a strict load.
 
     Raises:

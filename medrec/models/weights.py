@@ -30,9 +30,9 @@ import uuid
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from http.client import HTTPException
 from pathlib import Path
 from typing import Any
-from http.client import HTTPException
 from urllib.parse import urlparse
 from urllib.request import Request, getproxies, proxy_bypass, urlopen
 
@@ -64,12 +64,20 @@ def offline() -> bool:
     return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
-def file_sha256(path: str | Path) -> str:
-    """Full sha256 of a file, remembered per (path, mtime, size) for this process."""
-    path = Path(path)
+def _memo_key(path: Path) -> tuple[str, int, int]:
     st = path.stat()
-    key = (str(path.resolve()), st.st_mtime_ns, st.st_size)
-    if key not in _sha_memo:
+    return str(path.resolve()), st.st_mtime_ns, st.st_size
+
+
+def _remember(path: Path, sha: str) -> None:
+    _sha_memo[_memo_key(path)] = sha
+
+
+def file_sha256(path: str | Path, *, fresh: bool = False) -> str:
+    """Full sha256 of a file, remembered per (path, mtime, size) for this process unless `fresh`."""
+    path = Path(path)
+    key = _memo_key(path)
+    if fresh or key not in _sha_memo:
         h = hashlib.sha256()
         with open(path, "rb") as f:
             while chunk := f.read(_CHUNK):
@@ -78,9 +86,9 @@ def file_sha256(path: str | Path) -> str:
     return _sha_memo[key]
 
 
-def verify_file(path: Path) -> str:
+def verify_file(path: Path, *, fresh: bool = False) -> str:
     """Return the file's sha256 or raise WeightsError if it misses the prefix in its name."""
-    sha = file_sha256(path)
+    sha = file_sha256(path, fresh=fresh)
     prefix = hash_prefix(path.name)
     if prefix and not sha.startswith(prefix):
         raise WeightsError(
@@ -138,7 +146,8 @@ def _unavailable(spec: ArchSpec, path: Path, reason: str, allow_random: bool) ->
         f"On a machine with internet run `python -m medrec.weights pull {spec.name}` "
         f"(it downloads {spec.weights_url}), then `python -m medrec.weights export weights.tar`; "
         f"bring weights.tar here and run `python -m medrec.weights import weights.tar`. "
-        f"Or copy that URL's file to {path}, or set model.weights: none."
+        f"Or copy that URL's file to {path}. To train without ImageNet weights set "
+        f"model.weights: none (or model.allow_random_init: true)."
     )
     if not allow_random:
         raise WeightsError(msg)
@@ -227,10 +236,13 @@ def download(spec: ArchSpec, dest: Path | None = None) -> Path:
             sha = _copy_hashing(u, tmp)
         prefix = hash_prefix(dest.name)
         if prefix and not sha.startswith(prefix):
-            raise WeightsError(f"download of {url} has sha256 {sha[:16]}..., expected prefix '{prefix}'; try again")
+            raise WeightsError(
+                f"download of {url} has sha256 {sha[:16]}..., expected prefix '{prefix}'; try again"
+            )
         os.replace(tmp, dest)
     finally:
         tmp.unlink(missing_ok=True)
+    _remember(dest, sha)
     logger.info("downloaded %s (%.0f MB, %.1f s)", dest.name, dest.stat().st_size / 1e6, time.monotonic() - start)
     return dest
 
@@ -262,7 +274,7 @@ def check_cache() -> list[tuple[str, str, str]]:
             rows.append((spec.name, name, "not cached"))
             continue
         try:
-            verify_file(path)
+            verify_file(path, fresh=True)  # `check` exists to read the bytes again
             rows.append((spec.name, name, "ok"))
         except WeightsError:
             rows.append((spec.name, name, f"CORRUPT: sha256 {file_sha256(path)[:16]}... does not match the name"))
@@ -315,8 +327,11 @@ def import_cache(tar_path: str | Path) -> list[str]:
         for entry in manifest["files"]:
             name, expected = entry["name"], entry["sha256"]
             member = tar.getmember(name) if name in tar.getnames() else None
-            if Path(name).name != name or name.startswith(".") or member is None or not member.isfile():
-                raise WeightsError(f"{tar_path}: manifest entry '{name}' is missing or not a plain file")
+            if Path(name).name != name or not hash_prefix(name) or member is None or not member.isfile():
+                raise WeightsError(
+                    f"{tar_path}: manifest entry '{name}' is missing, not a plain file or not named "
+                    "<name>-<sha256 prefix>.<ext>"
+                )
             tmp = dest_dir / f"{name}.{uuid.uuid4().hex}.partial"
             try:
                 sha = _copy_hashing(tar.extractfile(member), tmp)
@@ -327,6 +342,7 @@ def import_cache(tar_path: str | Path) -> list[str]:
                         "the tar is damaged, export it again"
                     )
                 os.replace(tmp, dest_dir / name)
+                _remember(dest_dir / name, sha)
             finally:
                 tmp.unlink(missing_ok=True)
             installed.append(name)
@@ -337,7 +353,9 @@ def _read_manifest(tar: tarfile.TarFile, tar_path: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(tar.extractfile("manifest.json").read())  # type: ignore[union-attr]
     except (KeyError, AttributeError, json.JSONDecodeError):
-        raise WeightsError(f"{tar_path}: no valid manifest.json; make it with `python -m medrec.weights export`") from None
+        raise WeightsError(
+            f"{tar_path}: no valid manifest.json; make it with `python -m medrec.weights export`"
+        ) from None
     if manifest.get("format") != EXPORT_FORMAT:
         raise WeightsError(f"{tar_path}: manifest format {manifest.get('format')!r}, expected {EXPORT_FORMAT!r}")
     return manifest

@@ -51,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path, help="run folder written by medrec.finetune")
     parser.add_argument("--port", type=int, default=None, help="port (default: a free one)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
-    parser.add_argument("--predictions", type=Path, default=None, help="predictions CSV to review instead of RUN/oof_predictions.csv")
+    parser.add_argument(
+        "--predictions", type=Path, default=None, help="predictions CSV to review instead of RUN/oof_predictions.csv"
+    )
     args = parser.parse_args(argv)
 
     run_dir = args.run_dir.resolve()

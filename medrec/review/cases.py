@@ -107,7 +107,9 @@ def load_run(run_dir: str | Path, predictions: str | Path | None = None) -> Run:
     run_dir = Path(run_dir).resolve()
     run_json = run_dir / "run.json"
     if not run_json.is_file():
-        raise CheckpointError(f"{run_dir} is not a medrec run folder: run.json not found; pass the folder medrec.finetune wrote")
+        raise CheckpointError(
+            f"{run_dir} is not a medrec run folder: run.json not found; pass the folder medrec.finetune wrote"
+        )
     try:
         info = json.loads(run_json.read_text())
     except (OSError, json.JSONDecodeError) as exc:
@@ -188,7 +190,9 @@ def _data_root(info: Mapping[str, Any]) -> Path | None:
 
 
 def _spread_column(raw: pd.DataFrame, suffix: str) -> str | None:
-    stems = ("spread", "score_spread", "score_std", "std") if not suffix else ("spread", "score_spread", "std", "score_std")
+    stems = (
+        ("spread", "score_spread", "score_std", "std") if not suffix else ("spread", "score_spread", "std", "score_std")
+    )
     for stem in stems:
         col = f"{stem}{suffix}"
         if col in raw.columns:
@@ -351,7 +355,9 @@ def resolve_case_path(raw: Any, roots: Sequence[Path], *, base: Path | None = No
     # Containment is checked before existence, so the app never reveals which outside files exist.
     if not any(real == r or real.is_relative_to(r) for r in real_roots):
         where = " or ".join(str(r) for r in real_roots)
-        raise PathRefused(f"image path {text!r} resolves outside the run folder and the run's data_root ({where}); refused")
+        raise PathRefused(
+            f"image path {text!r} resolves outside the run folder and the run's data_root ({where}); refused"
+        )
     if not real.is_file():
         raise ImageError(f"image {text} not found (resolved to {real})")
     return real
@@ -406,7 +412,9 @@ def downsample(arr: np.ndarray, max_side: int) -> np.ndarray:
 
     s = max_side / max(h, w)
     size = (max(1, round(w * s)), max(1, round(h * s)))
-    return np.asarray(Image.fromarray(arr.astype(np.float32), mode="F").resize(size, Image.Resampling.BOX), dtype=np.float32)
+    return np.asarray(
+        Image.fromarray(arr.astype(np.float32), mode="F").resize(size, Image.Resampling.BOX), dtype=np.float32
+    )
 
 
 def window_presets() -> dict[str, tuple[float, float]]:
@@ -442,7 +450,9 @@ def to_gray8(pixels: np.ndarray, center: float, width: float) -> np.ndarray:
     """Window modality values with medrec.io's apply_window and quantise to uint8."""
     # DICOM's LINEAR window needs width >= 1; narrower windows (images in small units) use
     # LINEAR_EXACT, the same ramp without the half-pixel offsets.
-    windowed = apply_window(pixels, center, width) if width >= 1 else apply_window(pixels, center, width, "LINEAR_EXACT")
+    windowed = (
+        apply_window(pixels, center, width) if width >= 1 else apply_window(pixels, center, width, "LINEAR_EXACT")
+    )
     out = np.clip(np.asarray(windowed, dtype=np.float32), 0.0, 1.0)
     return np.round(out * 255).astype(np.uint8)
 
@@ -518,7 +528,11 @@ def safe_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
             continue
         if isinstance(value, np.generic):
             value = value.item()
-        if isinstance(value, (list, tuple)) and len(value) <= 4 and all(isinstance(v, (int, float, str)) for v in value):
+        if (
+            isinstance(value, (list, tuple))
+            and len(value) <= 4
+            and all(isinstance(v, (int, float, str)) for v in value)
+        ):
             value = ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in value)
         if isinstance(value, float):
             value = f"{value:g}"

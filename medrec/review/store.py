@@ -89,16 +89,16 @@ class VerdictStore:
             # WAL lets readers proceed while one writer commits; the mode persists in the file.
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
-            conn.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
+            conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
 
     @contextmanager
     def _connect(self):
         try:
             conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
         except sqlite3.OperationalError as exc:
-            raise DataError(f"cannot open the verdict database {self.path}: {exc}; is the run folder writable?") from None
+            raise DataError(
+                f"cannot open the verdict database {self.path}: {exc}; is the run folder writable?"
+            ) from None
         with closing(conn):
             conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
             conn.execute("PRAGMA synchronous=NORMAL")  # durable at each WAL checkpoint; safe with WAL

@@ -105,10 +105,6 @@ def rebuild_model(ckpt: dict[str, Any]) -> torch.nn.Module:
 
     Built with `weights: none` (nothing to download) and then loaded strictly.
     """
-    from medrec.config import ModelConfig
-    from medrec.models.build import build_model
+    from medrec.models.build import rebuild_model as rebuild
 
-    model_cfg = ModelConfig.model_validate({**ckpt["config"]["model"], "weights": "none", "allow_random_init": False})
-    model, _ = build_model(model_cfg, num_outputs=int(ckpt["num_outputs"]))
-    model.load_state_dict(ckpt["model"], strict=True)
-    return model.eval()
+    return rebuild(ckpt["config"]["model"], ckpt["model"], int(ckpt["num_outputs"])).eval()

@@ -64,9 +64,7 @@ def check_model_fits(cfg: ExperimentConfig) -> dict:
     from medrec.models.specs import get_spec
 
     spec = get_spec(cfg.model.arch)
-    if cfg.data.image_size < spec.min_size:
-        raise ConfigError(f"data.image_size {cfg.data.image_size} is below {cfg.model.arch}'s minimum "
-                          f"{spec.min_size} (native {spec.native_size}); raise data.image_size")
+    spec.check_size(cfg.data.image_size)
     return spec.to_dict()
 
 

@@ -68,3 +68,16 @@ def gather_objects(obj):
 def shutdown() -> None:
     if tdist.is_initialized():
         tdist.destroy_process_group()
+
+
+def sync_buffers(model: torch.nn.Module) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank.
+
+    DDP broadcasts buffers at the start of each forward pass, so after the last training step
+    each rank still holds the statistics of its own last batch; evaluation and checkpoints
+    must see one model.
+    """
+    if world_size() < 2:
+        return
+    for buf in unwrap(model).buffers():
+        tdist.broadcast(buf, src=0)

@@ -202,6 +202,7 @@ def _run_epoch(ctx, split, epoch, model, optimizer, scheduler, loss_fn, train_ds
                             aux_weight=cfg.model.aux_weight, on_batch=on_batch)
     if bar:
         bar.close()
+    dist.sync_buffers(model)
     val = _evaluate_all(ctx, model, loss_fn, val_loader)
     metric = epoch_metric(val["labels"], val["scores"], cfg.data.task, cfg.train.early_stopping.metric,
                           val_loss=val["loss"])

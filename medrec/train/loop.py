@@ -62,8 +62,9 @@ def train_one_epoch(model, loader, optimizer, scheduler, loss_fn: TaskLoss, cfg:
     Returns mean loss, images/s and the last learning rate.
     """
     from medrec.models.build import split_outputs
+    from medrec.models.freeze import train_mode
 
-    model.train()
+    train_mode(model)  # model.train(), but fully frozen BatchNorm layers keep their statistics
     total, n, start = 0.0, 0, time.perf_counter()
     for batch in loader:
         x, y = _to_device(batch, device, cfg.channels_last)

@@ -116,14 +116,15 @@ def test_metrics_json_is_byte_identical_for_identical_runs(binary_run, tmp_path)
     run, table, _, _ = binary_run
     again = write_run(tmp_path / "again", table, "binary", ("effusion",), name=NAME,
                       eval_cfg={"temperature_scaling": True},
-                      info={"created": "2027-05-05T00:00:00", "finished": "2027-05-05T00:09:00", "wall_time_s": 540.0})
+                      info={"created": "2027-05-05T00:00:00", "finished": "2027-05-05T00:09:00", "wall_time_s": 540.0,
+                            "git_commit": "fedcba98" * 5, "hardware": {"device": "cuda:0", "gpu": "H200"}})
     build_report(again)
     texts = [(d / "metrics.json").read_text() for d in (run, again)]
     docs = [json.loads(t) for t in texts]
     assert texts[0] == json.dumps(docs[0], sort_keys=True, indent=2) + "\n"  # canonical form
     assert docs[0]["volatile"] != docs[1]["volatile"]
-    assert docs[0]["volatile_fields"] == sorted(docs[0]["volatile"]) == ["built", "created", "finished", "run_dir",
-                                                                         "wall_time_s"]
+    assert docs[0]["volatile_fields"] == sorted(docs[0]["volatile"]) == [
+        "built", "created", "finished", "git_commit", "hardware", "run_dir", "wall_time_s"]
     for d in docs:
         d.pop("volatile")
     assert json.dumps(docs[0], sort_keys=True, indent=2) == json.dumps(docs[1], sort_keys=True, indent=2)
@@ -143,7 +144,7 @@ def test_fixed_validation_set_without_patient_ids_is_labelled(tmp_path):
     assert doc["operating_point"]["threshold"] == pytest.approx(choose_threshold(y, s, "youden"), abs=1e-6)
     html = (run / "report.html").read_text()
     assert "threshold chosen on this data (optimistic)" in html
-    assert "no patient ids" in html and "image-level" in html
+    assert "no patient ids" in html and "Image-level folds" in html
 
 
 @pytest.mark.parametrize("task,names", [("multiclass", ("normal", "benign", "malignant")),

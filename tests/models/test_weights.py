@@ -233,3 +233,16 @@ def test_sha_memo_follows_file_changes(tmp_path):
     assert w.file_sha256(f) == _sha(f)
     f.write_bytes(b"b" * 11)
     assert w.file_sha256(f) == _sha(f)
+
+
+def test_medrec_checkpoint_of_another_task_transfers_the_backbone(tmp_path, no_network, caplog):
+    cfg = ModelConfig(arch="resnet18", weights="none")
+    trained, _ = build_model(cfg, num_outputs=2)
+    ckpt = tmp_path / "other_task.pt"
+    torch.save({"format": "medrec-checkpoint/1", "model": trained.state_dict()}, ckpt)
+    with caplog.at_level(logging.WARNING, logger="medrec.models.build"):
+        model, _ = build_model(cfg.model_copy(update={"weights": str(ckpt)}), num_outputs=5)
+    assert model.fc.out_features == 5 and "heads do not fit" in caplog.text
+    for key, value in trained.state_dict().items():
+        if not key.startswith("fc."):
+            assert torch.equal(model.state_dict()[key], value), key

@@ -146,8 +146,32 @@ def evil_run(tmp_path: Path) -> Path:
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "link.png").symlink_to("/etc/passwd")
     bad = [
-        {"path": "../../etc/passwd", "image_id": "evil_rel", "patient_id": "p900", "fold": 0, "repeat": 0, "label": 1, "score": 0.05},
-        {"path": "/etc/passwd", "image_id": "evil_abs", "patient_id": "p901", "fold": 0, "repeat": 0, "label": 1, "score": 0.06},
-        {"path": str(tmp_path / "data" / "link.png"), "image_id": "evil_link", "patient_id": "p902", "fold": 0, "repeat": 0, "label": 1, "score": 0.07},
+        {
+            "path": "../../etc/passwd",
+            "image_id": "evil_rel",
+            "patient_id": "p900",
+            "fold": 0,
+            "repeat": 0,
+            "label": 1,
+            "score": 0.05,
+        },
+        {
+            "path": "/etc/passwd",
+            "image_id": "evil_abs",
+            "patient_id": "p901",
+            "fold": 0,
+            "repeat": 0,
+            "label": 1,
+            "score": 0.06,
+        },
+        {
+            "path": str(tmp_path / "data" / "link.png"),
+            "image_id": "evil_link",
+            "patient_id": "p902",
+            "fold": 0,
+            "repeat": 0,
+            "label": 1,
+            "score": 0.07,
+        },
     ]
     return build_run(tmp_path, extra_rows=bad)

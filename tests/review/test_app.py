@@ -53,7 +53,9 @@ def test_false_negative_filter_selects_label_1_below_threshold(app, run_dir: Pat
     assert _current_case(at) == expected[0]
     assert any(m.value.startswith(f"### Case 1 of {len(expected)}") for m in at.markdown)
     at.sidebar.radio(key="filter").set_value("false_positives").run()
-    assert _case_table(at)["image"].tolist() == oof.loc[(oof.label == 0) & (oof.score >= THRESHOLD), "image_id"].tolist()
+    assert (
+        _case_table(at)["image"].tolist() == oof.loc[(oof.label == 0) & (oof.score >= THRESHOLD), "image_id"].tolist()
+    )
 
 
 def test_verdict_is_saved_and_the_next_case_follows(app, run_dir: Path):
@@ -136,7 +138,7 @@ def test_dicom_case_shows_window_metadata_and_no_identifiers(app, run_dir: Path)
     assert at.slider(key="wc_ct6_auto").value == 40.0 and at.slider(key="ww_ct6_auto").value == 400.0
     at.selectbox(key="preset").set_value("lung").run()
     assert at.slider(key="wc_ct6_lung").value == -600.0 and at.slider(key="ww_ct6_lung").value == 1500.0
-    meta = next(t.value for t in at.table if "field" in t.value.columns)
+    meta = next(t.value for t in at.table if "modality" in t.value["key"].tolist())
     assert dict(meta.values.tolist())["modality"] == "CT"
     text = _all_text(at)
     for value in IDENTIFIERS.values():
@@ -174,7 +176,10 @@ def test_agreement_tab_reports_cohens_kappa(app, run_dir: Path):
 
     store = VerdictStore(run_dir)
     decisions = {"img0": "1", "img1": "0", "img2": "0", "img3": "1", "img4": "0"}
-    votes = {"ann": ["agree", "disagree", "agree", "agree", "agree"], "ben": ["agree", "disagree", "disagree", "disagree", "agree"]}
+    votes = {
+        "ann": ["agree", "disagree", "agree", "agree", "agree"],
+        "ben": ["agree", "disagree", "disagree", "disagree", "agree"],
+    }
     for name, vs in votes.items():
         for (image_id, dec), v in zip(decisions.items(), vs):
             store.add(Verdict(image_id=image_id, reviewer=name, verdict=v, model_decision=dec))
@@ -183,7 +188,10 @@ def test_agreement_tab_reports_cohens_kappa(app, run_dir: Path):
     flip = {"agree": lambda d: d, "disagree": lambda d: "1" if d == "0" else "0"}
     labels = {n: [flip[v](d) for v, d in zip(vs, decisions.values())] for n, vs in votes.items()}
     assert pair["Cohen's κ"].iloc[0] == pytest.approx(cohen_kappa_score(labels["ann"], labels["ben"]))
-    assert {b.label for b in at.download_button} == {"Download all verdicts (CSV)", "Download latest per reviewer (CSV)"}
+    assert {b.label for b in at.download_button} == {
+        "Download all verdicts (CSV)",
+        "Download latest per reviewer (CSV)",
+    }
 
 
 def test_launcher_binds_localhost_without_telemetry(tmp_path: Path, capsys):
@@ -191,7 +199,12 @@ def test_launcher_binds_localhost_without_telemetry(tmp_path: Path, capsys):
 
     argv = streamlit_argv(APP, tmp_path, host="127.0.0.1", port=8999, predictions=None)
     assert argv[:3] == ["streamlit", "run", str(APP)]
-    for flag in ("--server.address=127.0.0.1", "--server.port=8999", "--server.headless=true", "--browser.gatherUsageStats=false"):
+    for flag in (
+        "--server.address=127.0.0.1",
+        "--server.port=8999",
+        "--server.headless=true",
+        "--browser.gatherUsageStats=false",
+    ):
         assert flag in argv
     assert argv[argv.index("--") :] == ["--", "--run", str(tmp_path)]
     assert main([str(tmp_path)]) == 2  # not a run folder: a clear error, no server

@@ -30,9 +30,12 @@ REPO = Path(__file__).resolve().parents[2]
 LEAD_SCREENSHOT = Path("/tmp/review_screenshot.png")
 
 pytestmark = [
-    pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason=f"chromium not found at {CHROMIUM} (apt-get install chromium)"),
     pytest.mark.skipif(
-        not Path(CHROMEDRIVER).is_file(), reason=f"chromedriver not found at {CHROMEDRIVER} (apt-get install chromium-driver)"
+        not Path(CHROMIUM).is_file(), reason=f"chromium not found at {CHROMIUM} (apt-get install chromium)"
+    ),
+    pytest.mark.skipif(
+        not Path(CHROMEDRIVER).is_file(),
+        reason=f"chromedriver not found at {CHROMEDRIVER} (apt-get install chromium-driver)",
     ),
 ]
 
@@ -114,16 +117,18 @@ def _wait(driver, predicate, timeout: float = 30):
     from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, 0.1, ignored_exceptions=(StaleElementReferenceException, NoSuchElementException)).until(
-        predicate
-    )
+    return WebDriverWait(
+        driver, timeout, 0.1, ignored_exceptions=(StaleElementReferenceException, NoSuchElementException)
+    ).until(predicate)
 
 
 def _find(driver, xpath: str, timeout: float = 30):
     """The element at `xpath` once it is displayed (Streamlit renders in steps)."""
     from selenium.webdriver.common.by import By
 
-    return _wait(driver, lambda d: next((e for e in d.find_elements(By.XPATH, xpath) if e.is_displayed()), False), timeout)
+    return _wait(
+        driver, lambda d: next((e for e in d.find_elements(By.XPATH, xpath) if e.is_displayed()), False), timeout
+    )
 
 
 def _header(driver) -> str:

@@ -75,10 +75,16 @@ def test_sorting_by_score_and_uncertainty(run_dir: Path):
     run = C.load_run(run_dir)
     oof = _oof(run_dir)
     cases = C.view(run, "label")
-    assert C.select(cases, sort="score_desc")["image_id"].tolist() == oof.sort_values("score", ascending=False).image_id.tolist()
+    assert (
+        C.select(cases, sort="score_desc")["image_id"].tolist()
+        == oof.sort_values("score", ascending=False).image_id.tolist()
+    )
     assert C.select(cases, sort="score_asc")["image_id"].tolist() == oof.sort_values("score").image_id.tolist()
     margin = (oof.score - THRESHOLD).abs()
-    assert C.select(cases, sort="uncertain")["image_id"].tolist() == oof.image_id[np.argsort(margin.to_numpy(), kind="stable")].tolist()
+    assert (
+        C.select(cases, sort="uncertain")["image_id"].tolist()
+        == oof.image_id[np.argsort(margin.to_numpy(), kind="stable")].tolist()
+    )
 
 
 def test_multilabel_filters_use_each_labels_own_threshold(multilabel_run: Path):
@@ -100,7 +106,9 @@ def test_repeats_are_averaged_with_their_spread(tmp_path: Path):
     by_image = oof.groupby("image_id", sort=False)["score"]
     assert len(run.cases) == oof.image_id.nunique()
     np.testing.assert_allclose(run.cases["score_label"], by_image.mean().loc[run.cases.image_id])
-    np.testing.assert_allclose(run.cases["spread_label"], by_image.apply(lambda s: np.std(s.to_numpy())).loc[run.cases.image_id])
+    np.testing.assert_allclose(
+        run.cases["spread_label"], by_image.apply(lambda s: np.std(s.to_numpy())).loc[run.cases.image_id]
+    )
 
 
 def test_spread_column_from_predictions_file(run_dir: Path, tmp_path: Path):

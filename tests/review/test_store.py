@@ -111,7 +111,11 @@ def test_agreement_summary(tmp_path: Path):
 
     summary = agreement(store.latest())
     per = {r["reviewer"]: r for r in summary["model_vs_reviewer"]}
-    assert per["alice"]["n"] == 5 and (per["alice"]["agree"], per["alice"]["disagree"], per["alice"]["unsure"]) == (3, 1, 1)
+    assert per["alice"]["n"] == 5 and (per["alice"]["agree"], per["alice"]["disagree"], per["alice"]["unsure"]) == (
+        3,
+        1,
+        1,
+    )
     assert per["alice"]["agree_rate"] == pytest.approx(3 / 4)
     # reviewer labels implied by the verdicts: agree -> decision, disagree -> the other label
     alice_labels = ["1", "0", "0", "0"]  # c4 unsure: no label
@@ -145,7 +149,7 @@ def _write_many(path: str, reviewer: str, n: int, start: multiprocessing.Event) 
 def test_two_processes_lose_no_verdict(tmp_path: Path):
     path = str(tmp_path / "review.sqlite")
     VerdictStore(path)
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context("spawn")  # no inherited state: two independent writers
     start = ctx.Event()
     procs = [ctx.Process(target=_write_many, args=(path, name, 500, start)) for name in ("alice", "bob")]
     for p in procs:
@@ -155,5 +159,10 @@ def test_two_processes_lose_no_verdict(tmp_path: Path):
         p.join(120)
     assert [p.exitcode for p in procs] == [0, 0]
     with sqlite3.connect(path) as conn:
-        rows = conn.execute("SELECT reviewer, COUNT(*), COUNT(DISTINCT comment) FROM verdicts GROUP BY reviewer").fetchall()
+        rows = conn.execute(
+            "SELECT reviewer, COUNT(*), COUNT(DISTINCT comment) FROM verdicts GROUP BY reviewer"
+        ).fetchall()
+        order = [r[0] for r in conn.execute("SELECT reviewer FROM verdicts ORDER BY id")]
     assert sorted(rows) == [("alice", 500, 500), ("bob", 500, 500)]
+    switches = sum(a != b for a, b in zip(order, order[1:]))
+    assert switches >= 2, "the two writers did not overlap, so the test proved nothing"

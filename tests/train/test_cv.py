@@ -16,9 +16,6 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "chest_xray.yaml"
-# Short but real: 3 patient-grouped folds, 3 epochs, 64 px, few bootstrap resamples.
-SHORT = ["--set", "train.epochs=3", "--set", "cv.folds=3", "--set", "data.image_size=64",
-         "--set", "eval.bootstrap=50", "--quiet"]
 
 
 def finetune(*args, env=None, **kw):
@@ -28,11 +25,9 @@ def finetune(*args, env=None, **kw):
 
 
 @pytest.fixture(scope="module")
-def reference_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("ref") / "run"
-    res = finetune("--config", str(CONFIG), *SHORT, "--out", str(out))
-    assert res.returncode == 0, res.stderr[-3000:]
-    return out, res
+def reference_run(samples_run):
+    """The suite's shared short run of data_samples (see tests/conftest.py): uninterrupted."""
+    return samples_run
 
 
 def identifiers():
@@ -82,11 +77,11 @@ def test_no_patient_identifier_anywhere_in_the_run_folder(reference_run):
                 assert v.encode() not in blob, f"{v!r} found in {f}"
 
 
-def test_killed_run_resumes_to_identical_predictions(reference_run, tmp_path):
+def test_killed_run_resumes_to_identical_predictions(reference_run, short_run_args, tmp_path):
     ref, _ = reference_run
     out = tmp_path / "killed"
     env = {**os.environ, "OMP_NUM_THREADS": "2"}
-    proc = subprocess.Popen([sys.executable, "-m", "medrec.finetune", "--config", str(CONFIG), *SHORT,
+    proc = subprocess.Popen([sys.executable, "-m", "medrec.finetune", "--config", str(CONFIG), *short_run_args,
                              "--out", str(out)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     marker = out / "folds" / "fold_1" / "last.pt"  # fold 2 (of 3) has finished an epoch

@@ -1,0 +1,242 @@
+"""Data speed: medrec's DICOM pipeline against plain pydicom + numpy, and against the model.
+
+On the same DICOM files, in one process, images/s of
+  plain      pydicom read + modality LUT + window + MONOCHROME1 flip + area resize (PIL) +
+             random affine (PIL, bilinear), one file after another; the floor for a hand-written loop
+  uncached   medrec: `cache: none`, every item read, windowed, resized and augmented each epoch
+  cache fill medrec: building the in-memory CacheDataset (read + window + resize, once per run)
+  cached     medrec: one training epoch from the filled cache (augment + normalise + collate)
+  model      ResNet-18 training steps at the same image size on in-memory tensors (bare loop)
+each through MONAI's DataLoader with 0 and 2 workers where medrec's loader is involved, and the
+cache's memory per 1,000 images (nbytes of the cached arrays, and tracemalloc's peak while
+filling it). Goal: cached images/s >= 3x the model's images/s.
+
+    python benchmarks/data_speed.py                                  # data_samples/chest_xray
+    python benchmarks/data_speed.py --data DIR_OF_DICOMS --size 128 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def load_avg() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def list_files(data: Path) -> tuple[list[str], list[int]]:
+    """DICOM paths (and labels, from manifest.csv when there is one, else 0)."""
+    man = data / "manifest.csv"
+    if man.exists():
+        import pandas as pd
+
+        t = pd.read_csv(man)
+        labels = t["label"].astype(int).tolist() if "label" in t.columns else [0] * len(t)
+        return [str((data / p).resolve()) for p in t["path"]], labels
+    files = sorted(str(p.resolve()) for p in data.rglob("*.dcm"))
+    return files, [0] * len(files)
+
+
+# ----------------------------------------------------------------------------- plain baseline
+
+def plain_read(path: str, size: int, rng: np.random.Generator) -> np.ndarray:
+    """What a hand-written loop does: pydicom, LUTs, window, resize, random affine, in numpy/PIL."""
+    import pydicom
+    from PIL import Image
+    from pydicom.pixels import apply_modality_lut
+
+    ds = pydicom.dcmread(path)
+    x = apply_modality_lut(ds.pixel_array, ds).astype(np.float32)
+    if "WindowCenter" in ds and "WindowWidth" in ds:
+        c = float(np.atleast_1d(ds.WindowCenter)[0])
+        w = float(np.atleast_1d(ds.WindowWidth)[0])
+        x = np.clip((x - (c - 0.5)) / max(w - 1, 1) + 0.5, 0, 1)
+    else:
+        lo, hi = np.percentile(x, (0.5, 99.5))
+        x = np.clip((x - lo) / max(hi - lo, 1e-6), 0, 1)
+    if ds.PhotometricInterpretation == "MONOCHROME1":
+        x = 1.0 - x
+    img = Image.fromarray(x.astype(np.float32), mode="F")
+    scale = size / max(img.size)
+    img = img.resize((round(img.size[0] * scale), round(img.size[1] * scale)), Image.BOX)
+    # random rotation / scale / shift about the centre, the same ranges as medrec's "light" preset
+    a, s = rng.uniform(-0.12, 0.12), 1 + rng.uniform(-0.1, 0.1)
+    tx, ty = rng.uniform(-0.06, 0.06, 2) * size
+    cx, cy = img.size[0] / 2, img.size[1] / 2
+    ca, sa = np.cos(a) / s, np.sin(a) / s
+    coeffs = (ca, sa, cx - ca * cx - sa * cy - tx, -sa, ca, cy + sa * cx - ca * cy - ty)
+    img = img.transform(img.size, Image.AFFINE, coeffs, Image.BILINEAR)
+    out = np.zeros((size, size), np.float32)
+    arr = np.asarray(img)
+    out[: arr.shape[0], : arr.shape[1]] = arr
+    return out
+
+
+def time_plain(files: list[str], size: int, epochs: int) -> float:
+    rng = np.random.default_rng(0)
+    t0 = time.perf_counter()
+    n = 0
+    for _ in range(epochs):
+        for f in files:
+            plain_read(f, size, rng)
+            n += 1
+    return n / (time.perf_counter() - t0)
+
+
+# ----------------------------------------------------------------------------- medrec pipeline
+
+def medrec_cfg(data: Path, size: int, cache: str, workers: int, augment: str):
+    from medrec.config import load_config
+
+    return load_config(ROOT / "configs/chest_xray.yaml", [
+        f"data.manifest={data / 'manifest.csv'}", f"data.image_size={size}", f"data.cache={cache}",
+        f"data.num_workers={workers}", f"data.augment={augment}", "model.weights=none",
+        "model.allow_random_init=false"])
+
+
+def medrec_base(cfg, cache_root: Path):
+    from medrec.data.datasets import build_base_dataset
+    from medrec.data.sources import load_source
+
+    manifest = load_source(cfg.data, ROOT)
+    base, errors = build_base_dataset(manifest, cfg.data, cache_root, progress=False)
+    if errors:
+        print(f"  note: {len(errors)} file(s) unreadable: {errors[:2]}")
+    return manifest, base
+
+
+def medrec_loader(cfg, base, n: int, seed: int):
+    """The loader a fold trains with (FoldDataset + random chain + MONAI DataLoader)."""
+    from monai.data import DataLoader
+
+    from medrec.data.datasets import FoldDataset
+    from medrec.data.transforms import train_transforms
+    from medrec.models.adapt import normalization
+    from medrec.models.specs import get_spec
+
+    mean, std = normalization(get_spec("resnet18"), 1)
+    ds = FoldDataset(base, np.arange(n), train_transforms(cfg.data, mean, std, 1))
+    gen = torch.Generator().manual_seed(seed)
+    return DataLoader(ds, batch_size=cfg.train.batch_size, shuffle=True, generator=gen,
+                      num_workers=cfg.data.num_workers, persistent_workers=False)
+
+
+def time_epochs(cfg, base, n: int, epochs: int) -> float:
+    """images/s over `epochs` epochs, each building its loader (as a fold does every epoch)."""
+    t0 = time.perf_counter()
+    seen = 0
+    for e in range(epochs):
+        for batch in medrec_loader(cfg, base, n, e):
+            seen += len(batch["image"])
+    return seen / (time.perf_counter() - t0)
+
+
+def cache_fill(data: Path, size: int, workers: int) -> dict:
+    """Time and memory of filling the in-memory cache (read + window + resize, float16)."""
+    cfg = medrec_cfg(data, size, "memory", workers, "light")
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    manifest, base = medrec_base(cfg, Path(tempfile.mkdtemp(prefix="medrec_ds_")))
+    seconds = time.perf_counter() - t0
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    n = len(base)
+    nbytes = sum(np.asarray(base[i]["image"]).nbytes for i in range(n))
+    return {"cfg": cfg, "base": base, "n": n, "images_per_s": n / seconds,
+            "cache_nbytes_per_1000": nbytes / n * 1000, "tracemalloc_peak_per_1000": peak / n * 1000,
+            "dtype": str(np.asarray(base[0]["image"]).dtype), "shape": list(np.asarray(base[0]["image"]).shape)}
+
+
+# ----------------------------------------------------------------------------- model consumption
+
+def model_images_per_s(size: int, batch: int, steps: int) -> float:
+    """ResNet-18 (1-channel stem, 1 output) training steps on in-memory tensors."""
+    import torchvision
+    from torch import nn
+
+    net = torchvision.models.resnet18(weights=None, num_classes=1)
+    net.conv1 = nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    x, y = torch.randn(batch, 1, size, size), torch.randint(0, 2, (batch, 1)).float()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        nn.functional.binary_cross_entropy_with_logits(net(x), y).backward()
+        opt.step()
+
+    step()  # warm-up
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return steps * batch / (time.perf_counter() - t0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", type=Path, default=ROOT / "data_samples/chest_xray",
+                   help="folder of DICOMs (with manifest.csv: path,patient_id,label)")
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--epochs", type=int, default=3, help="epochs per pipeline measurement")
+    p.add_argument("--model-steps", type=int, default=4)
+    p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+    data = args.data.resolve()
+    files, _ = list_files(data)
+    if not (data / "manifest.csv").exists():
+        sys.exit(f"{data}: needs a manifest.csv (path,patient_id,label) for medrec's pipeline")
+    print(f"{len(files)} DICOM files in {data}; {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}; "
+          f"load average {load_avg()}")
+    res: dict = {"data": str(data), "n_files": len(files), "image_size": args.size, "batch_size": args.batch,
+                 "epochs": args.epochs, "load_before": load_avg(), "images_per_s": {}}
+    ips = res["images_per_s"]
+    time_plain(files[:4], args.size, 1)  # imports, decoder plugins
+    ips["plain pydicom+numpy (read+window+resize+augment)"] = time_plain(files, args.size, args.epochs)
+    for w in args.workers:
+        cfg = medrec_cfg(data, args.size, "none", w, "light")
+        _, base = medrec_base(cfg, Path(tempfile.mkdtemp(prefix="medrec_ds_")))
+        ips[f"medrec uncached epoch, {w} workers"] = time_epochs(cfg, base, len(base), args.epochs)
+    fill = cache_fill(data, args.size, max(args.workers))
+    ips[f"medrec cache fill ({max(max(args.workers), 1)} threads)"] = fill["images_per_s"]
+    for w in args.workers:
+        cfg = fill["cfg"].model_copy(update={"data": fill["cfg"].data.model_copy(update={"num_workers": w})})
+        ips[f"medrec cached epoch, {w} workers"] = time_epochs(cfg, fill["base"], fill["n"], args.epochs)
+    model = model_images_per_s(args.size, args.batch, args.model_steps)
+    ips[f"model: ResNet-18 training @ {args.size} px"] = model
+    res["load_after"] = load_avg()
+    res["cache"] = {k: fill[k] for k in ("n", "dtype", "shape", "cache_nbytes_per_1000", "tracemalloc_peak_per_1000")}
+    best_cached = max(v for k, v in ips.items() if k.startswith("medrec cached"))
+    res["ratio_cached_to_model"] = {k: v / model for k, v in ips.items() if k.startswith("medrec cached")}
+    res["ratio_medrec_uncached0_to_plain"] = ips["medrec uncached epoch, 0 workers"] / \
+        ips["plain pydicom+numpy (read+window+resize+augment)"] if 0 in args.workers else None
+    print()
+    for k, v in ips.items():
+        print(f"  {k:<52}{v:9.1f} images/s   ({v / model:5.2f}x the model)")
+    print(f"\n  cached / model (best): {best_cached / model:.2f}x   (goal >= 3x)")
+    c = res["cache"]
+    print(f"  cache: {c['shape']} {c['dtype']} per image; {c['cache_nbytes_per_1000'] / 2**20:.1f} MiB of arrays "
+          f"per 1,000 images; tracemalloc peak while filling {c['tracemalloc_peak_per_1000'] / 2**20:.1f} MiB "
+          "per 1,000 images")
+    print(f"  load average before {res['load_before']}, after {res['load_after']}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(res, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
