@@ -247,7 +247,7 @@ def load_ensemble(run_dir: str | Path, folds: list[str] | None = None, *,
         del ckpt  # optimiser-free best.pt, but still the full state dict: one at a time
     cfg = validate_config(first["config"], f"{run_dir} checkpoint config")
     task, labels = first["task"], tuple(first["label_names"])
-    threshold, source = _threshold(run_dir, task, labels, first)
+    threshold, source = run_threshold(run_dir, task, labels, first)
     return Ensemble(run_dir, names, models, cfg, task, labels, dict(first["normalization"]),
                     cfg.model.arch, threshold, source)
 
@@ -263,7 +263,7 @@ def _check_same(a: dict, b: dict, path: Path) -> None:
                                   "predict with folds of one run (--folds)")
 
 
-def _threshold(run_dir: Path, task: str, names: tuple[str, ...], ckpt: dict):
+def run_threshold(run_dir: Path, task: str, names: tuple[str, ...], ckpt: dict):
     """The run's stored operating point (run.json "threshold"), else 0.5 with a warning."""
     if task == "multiclass":
         return None, "argmax"

@@ -87,7 +87,7 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, base_dir: Path, only_fold: int 
     info = runinfo.start(run_dir, cfg, manifest, provenance, device)
     ctx = FoldContext(cfg, manifest, base, run_dir, device, {"mean": list(mean), "std": list(std)}, arch,
                       provenance, model_cfg=_resolved_model_cfg(cfg, provenance), progress=progress,
-                      extra={"tb": runinfo.tensorboard(run_dir)})
+                      extra={"tb": runinfo.tensorboard(run_dir), "mlflow": runinfo.mlflow_run(cfg, run_dir)})
     todo = [s for s in splits if only_fold is None or (s.fold == only_fold and s.repeat == 0)]
     if only_fold is not None and not todo:
         raise ConfigError(f"--fold {only_fold} does not exist; folds are 0..{cfg.cv.folds - 1}")
@@ -99,6 +99,10 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, base_dir: Path, only_fold: int 
         dist.barrier()
     if ctx.extra["tb"] is not None:
         ctx.extra["tb"].close()
+    if ctx.extra["mlflow"] is not None:
+        import mlflow
+
+        mlflow.end_run()
     return finalize(run_dir, cfg, splits, info, time.time() - start)
 
 

@@ -212,10 +212,19 @@ def _run_epoch(ctx, split, epoch, model, optimizer, scheduler, loss_fn, train_ds
     state["history"].append(row)
     _update_best(cfg, state, epoch, metric, model)
     state["epoch"] = epoch
+    _log_scalars(ctx, split, row)
+
+
+def _log_scalars(ctx: FoldContext, split: Split, row: dict) -> None:
+    """Per-epoch numbers to TensorBoard and, when configured, MLflow (history.csv is always written)."""
+    scalars = {f"fold_{split.fold}/{k}": float(v) for k, v in row.items() if k != "epoch"}
     if ctx.extra.get("tb") is not None:
-        for k, v in row.items():
-            if k != "epoch":
-                ctx.extra["tb"].add_scalar(f"fold_{split.fold}/{k}", v, epoch)
+        for k, v in scalars.items():
+            ctx.extra["tb"].add_scalar(k, v, row["epoch"])
+    if ctx.extra.get("mlflow") is not None:
+        import mlflow
+
+        mlflow.log_metrics({k.replace("/", "."): v for k, v in scalars.items()}, step=row["epoch"])
 
 
 def _evaluate_all(ctx, model, loss_fn, loader) -> dict:

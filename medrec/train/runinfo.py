@@ -8,7 +8,6 @@ import logging
 import os
 import platform
 import subprocess
-import time
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -150,5 +149,18 @@ def tensorboard(run_dir: Path):
     return SummaryWriter(str(run_dir / "tensorboard"))
 
 
-def elapsed(since: float) -> float:
-    return time.time() - since
+def mlflow_run(cfg: ExperimentConfig, run_dir: Path):
+    """An MLflow run when mlflow is installed and MLFLOW_TRACKING_URI is set (rank 0), else None."""
+    from medrec.train import distributed as dist
+
+    if not dist.is_main() or not os.environ.get("MLFLOW_TRACKING_URI"):
+        return None
+    try:
+        import mlflow
+    except ImportError:
+        log.info("MLFLOW_TRACKING_URI is set but mlflow is not installed; pip install mlflow")
+        return None
+    active = mlflow.start_run(run_name=run_dir.name)
+    mlflow.log_params({"arch": cfg.model.arch, "weights": cfg.model.weights, "image_size": cfg.data.image_size,
+                       "epochs": cfg.train.epochs, "lr": cfg.train.lr, "folds": cfg.cv.folds, "seed": cfg.seed})
+    return active
