@@ -120,6 +120,9 @@ class TrainConfig(_Section):
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     class_weighting: Literal["none", "pos_weight", "sampler"] = "none"
     early_stopping: EarlyStopping = EarlyStopping()
+    # BatchNorm statistics recomputed after each epoch on this many un-augmented training batches
+    # ("precise BN"); 0 keeps the running averages from training. See README (Training engine).
+    precise_bn_batches: int = Field(50, ge=0)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: Literal["none", "bf16", "fp16"] = "none"
     channels_last: bool = False
@@ -139,17 +142,32 @@ class EvalConfig(_Section):
     @field_validator("operating_point")
     @classmethod
     def _check_op(cls, v: str) -> str:
-        kind, _, value = v.partition(":")
-        if kind == "youden" and not value:
-            return v
-        if kind in ("sensitivity", "specificity", "fixed"):
-            try:
-                x = float(value)
-            except ValueError:
-                x = -1.0
-            if 0 <= x <= 1:
-                return v
-        raise ValueError(f"'{v}' invalid; valid: youden, sensitivity:<0-1>, specificity:<0-1>, fixed:<0-1>")
+        try:
+            parse_operating_point(v)
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("eval.operating_point ")) from None
+        return v
+
+
+def parse_operating_point(rule: str) -> tuple[str, float | None]:
+    """'youden' -> ('youden', None); 'sensitivity:0.95' -> ('sensitivity', 0.95); ...
+
+    Raises:
+        ConfigError: the rule is not one of the valid forms.
+    """
+    kind, _, value = rule.partition(":")
+    if kind == "youden" and not value:
+        return kind, None
+    if kind in ("sensitivity", "specificity", "fixed"):
+        try:
+            x = float(value)
+        except ValueError:
+            x = -1.0
+        if 0 <= x <= 1:
+            return kind, x
+    raise ConfigError(
+        f"eval.operating_point '{rule}' invalid; valid: youden, sensitivity:<0-1>, specificity:<0-1>, fixed:<0-1>"
+    )
 
 
 class PrivacyConfig(_Section):

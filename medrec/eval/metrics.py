@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medrec.config import EvalConfig
+from medrec.config import EvalConfig, parse_operating_point
 from medrec.errors import ConfigError, DataError
 from medrec.eval import calibration as cal
 
@@ -319,27 +319,6 @@ def pr_curve(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
 
 
 # ---------------------------------------------------------------- operating points
-
-def parse_operating_point(rule: str) -> tuple[str, float | None]:
-    """'youden' -> ('youden', None); 'sensitivity:0.95' -> ('sensitivity', 0.95); ...
-
-    Raises:
-        ConfigError: the rule is not one of the valid forms.
-    """
-    kind, _, value = rule.partition(":")
-    if kind == "youden" and not value:
-        return kind, None
-    if kind in ("sensitivity", "specificity", "fixed"):
-        try:
-            x = float(value)
-        except ValueError:
-            x = -1.0
-        if 0 <= x <= 1:
-            return kind, x
-    raise ConfigError(
-        f"eval.operating_point '{rule}' invalid; valid: youden, sensitivity:<0-1>, specificity:<0-1>, fixed:<0-1>"
-    )
-
 
 def choose_threshold(y: np.ndarray, score: np.ndarray, rule: str) -> float:
     """The score threshold (positive if score >= threshold) that `rule` picks on (y, score).
