@@ -53,7 +53,9 @@ def val_metrics(run: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", type=Path, required=True, help="pneumoniamnist_trainval.npz (MedMNIST npz layout)")
+    p.add_argument("--data", type=Path, help="pneumoniamnist_trainval.npz (MedMNIST npz layout)")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                   help="finish an interrupted run (medrec.finetune --resume), then report it")
     p.add_argument("--config", type=Path, default=ROOT / "configs/pneumoniamnist.yaml")
     p.add_argument("--out", type=Path, help="run folder (default: /tmp/pneumoniamnist-<timestamp>)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
@@ -61,14 +63,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="where the small outputs (run.json, metrics.json, report.md, history) are copied")
     p.add_argument("--no-copy", action="store_true", help="do not copy the outputs into --results")
     args = p.parse_args(argv)
-    if not args.data.is_file():
+    if args.resume:
+        out = args.resume
+        cmd = [sys.executable, "-m", "medrec.finetune", "--resume", str(out), "--quiet"]
+    elif args.data is None or not args.data.is_file():
         sys.exit(f"--data {args.data}: no such file; it is the MedMNIST npz, e.g. "
                  "../shared/datasets/pneumoniamnist/pneumoniamnist_trainval.npz")
-    out = args.out or Path("/tmp") / f"pneumoniamnist-{datetime.now():%Y%m%d-%H%M%S}"
-    cmd = [sys.executable, "-m", "medrec.finetune", "--config", str(args.config), "--out", str(out), "--quiet",
-           "--set", f"data.manifest={args.data.resolve()}"]
-    for s in args.set:
-        cmd += ["--set", s]
+    else:
+        out = args.out or Path("/tmp") / f"pneumoniamnist-{datetime.now():%Y%m%d-%H%M%S}"
+        cmd = [sys.executable, "-m", "medrec.finetune", "--config", str(args.config), "--out", str(out), "--quiet",
+               "--set", f"data.manifest={args.data.resolve()}"]
+        for s in args.set:
+            cmd += ["--set", s]
     before = load_avg()
     print(f"load average before: {before}\n$ {' '.join(cmd)}", flush=True)
     t0 = time.perf_counter()
@@ -78,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     if rc != 0:
         print(f"medrec.finetune failed (exit {rc}) after {wall:.0f} s; see {out / 'train.log'}", file=sys.stderr)
         return rc
-    m = val_metrics(out) | {"wall_time_s": wall, "load_before": before, "load_after": after,
+    m = val_metrics(out) | {"wall_time_s": wall, "resumed": bool(args.resume), "load_before": before, "load_after": after,
                             "run_dir": str(out.resolve()), "overrides": args.set}
     m["auroc_medrec_metrics_json"] = json.loads((out / "metrics.json").read_text())["metrics"]["auroc"]["value"]
     print(f"\nPneumoniaMNIST, validation split ({m['n_val']} images; image-level, threshold chosen on it)")

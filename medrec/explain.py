@@ -69,6 +69,7 @@ class GradCAM:
         hooked = PerImageTarget(model, layer, register_forward=True, register_backward=True)
         self.layer = layer
         self.cam = MonaiGradCAM(nn_module=hooked, target_layers=layer, postprocessing=_identity)
+        self._warned = False
 
     def __call__(self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor) -> torch.Tensor:
         """Maps (B, H, W) at the input's size, each divided by its maximum (all-zero stays zero)."""
@@ -76,6 +77,11 @@ class GradCAM:
         # Gradients are needed even when the caller runs under no_grad / inference mode.
         with torch.inference_mode(False), torch.enable_grad():
             maps = self.cam(x.clone(), class_idx=idx)[:, 0].detach().float()
+        grid = tuple(self.cam.nn_module.activations[self.layer].shape[-2:])
+        if grid == (1, 1) and not self._warned:
+            self._warned = True
+            log.warning("Grad-CAM layer %s is 1 x 1 for %s px input: the maps are flat; a larger "
+                        "data.image_size gives a spatial map", self.layer, tuple(x.shape[-2:]))
         top = maps.flatten(1).amax(dim=1).clamp(min=1e-12)[:, None, None]
         return torch.nan_to_num(maps / top)
 

@@ -191,6 +191,7 @@ class Ensemble:
     arch: str
     threshold: float | dict[str, float] | None  # None for multiclass (arg-max)
     threshold_source: str
+    device: torch.device
 
     @property
     def score_columns(self) -> list[str]:
@@ -225,31 +226,33 @@ def _fold_order(name: str) -> tuple[int, ...]:
 
 
 def load_ensemble(run_dir: str | Path, folds: list[str] | None = None, *,
-                  device: torch.device | str = "cpu") -> Ensemble:
-    """Rebuild the chosen fold models (eval mode, on `device`) from their checkpoints.
+                  device: torch.device | str | None = None) -> Ensemble:
+    """Rebuild the chosen fold models (eval mode) from their checkpoints alone.
+
+    `device` None means the run's train.device ("auto": CUDA when available).
 
     Raises:
         CheckpointError: a checkpoint is missing or unsafe, or the folds disagree on task,
             labels, normalisation or preprocessing.
     """
     from medrec.train.checkpoint import load_checkpoint, rebuild_model
+    from medrec.train.distributed import local_device
 
     run_dir = Path(run_dir).resolve()
-    models, first, names = [], None, []
+    models, names, first, cfg = [], [], None, None
     for name, path in fold_checkpoints(run_dir, folds):
         ckpt = load_checkpoint(path)
         if first is None:
-            first = ckpt
+            first, cfg = ckpt, validate_config(ckpt["config"], f"{path} config")
+            device = local_device(str(device or cfg.train.device))
         else:
             _check_same(first, ckpt, path)
         models.append(rebuild_model(ckpt).to(device).eval())
         names.append(name)
-        del ckpt  # optimiser-free best.pt, but still the full state dict: one at a time
-    cfg = validate_config(first["config"], f"{run_dir} checkpoint config")
     task, labels = first["task"], tuple(first["label_names"])
     threshold, source = run_threshold(run_dir, task, labels, first)
     return Ensemble(run_dir, names, models, cfg, task, labels, dict(first["normalization"]),
-                    cfg.model.arch, threshold, source)
+                    cfg.model.arch, threshold, source, torch.device(device))
 
 
 def _check_same(a: dict, b: dict, path: Path) -> None:
@@ -358,12 +361,12 @@ def predict_batches(models: list[nn.Module], batches, task: str, *, device: torc
     Returns:
         (scores (models, n, outputs) float32 numpy, dataset indices of the n rows, read errors).
     """
-    scores, index, errors = [], [], []
+    scores, index, errors, seen = [], [], [], 0
     with torch.inference_mode():
         for batch in batches:
             if isinstance(batch, torch.Tensor):
-                batch = {"image": batch, "index": list(range(sum(map(len, index)), sum(map(len, index)) + len(batch))),
-                         "errors": []}
+                batch = {"image": batch, "index": list(range(seen, seen + len(batch))), "errors": []}
+                seen += len(batch["index"])
             errors += batch["errors"]
             if batch["image"] is not None:
                 x = batch["image"].to(device, non_blocking=True)
@@ -382,7 +385,8 @@ def predictions_table(inputs: pd.DataFrame, scores: np.ndarray, ens: Ensemble, *
                       fold_scores: bool = False) -> pd.DataFrame:
     """The predictions CSV rows for `inputs` (one row each) and their per-model `scores`."""
     out = inputs.reset_index(drop=True).copy()
-    per_model = scores.astype(np.float64)
+    n_out = 1 if ens.task == "binary" else len(ens.names)
+    per_model = scores.astype(np.float64).reshape(len(ens.folds), len(out), n_out)
     mean, std = per_model.mean(axis=0), per_model.std(axis=0)  # std over the fold models (ddof 0)
     suffixes = [""] if ens.task == "binary" else [f"_{n}" for n in ens.names]
     for j, s in enumerate(suffixes):
@@ -482,16 +486,14 @@ def predict(run_dir: str | Path, input_path: str | Path, out_csv: str | Path | N
         CheckpointError, ConfigError, DataError: the run, the options or the input are unusable.
     """
     from medrec.train.checkpoint import atomic_write_text
-    from medrec.train.distributed import local_device
 
     o, start = options or Options(), time.perf_counter()
     run_dir = Path(run_dir).resolve()
     if o.tta not in ("none", "flip"):
         raise ConfigError(f"--tta {o.tta} unknown; valid: none, flip")
     out_csv = Path(out_csv) if out_csv else run_dir / "predictions" / "predictions.csv"
-    first_cfg = _first_config(run_dir, o.folds)
-    device = local_device(o.device or first_cfg.train.device)
-    ens = load_ensemble(run_dir, o.folds, device=device)
+    ens = load_ensemble(run_dir, o.folds, device=o.device)
+    device = ens.device
     cam_class = _cam_class(ens, o) if o.cam else None
     settings = _settings(ens, o, device)
     if settings["channels_last"]:
@@ -499,13 +501,14 @@ def predict(run_dir: str | Path, input_path: str | Path, out_csv: str | Path | N
     inputs = collect_inputs(Path(input_path), ens.cfg, split=o.split)
     ds = ImageDataset(list(inputs.table["path"]), ens)
     bar = _progress(len(ds)) if o.progress else None
+    started = time.perf_counter()
     scores, rows, read_errors = predict_batches(
         ens.models, make_loader(ds, settings["batch_size"], settings["workers"], device), ens.task, device=device,
         tta=o.tta, amp=settings["amp"], channels_last=settings["channels_last"],
         on_batch=bar.update if bar else None)
     if bar:
         bar.close()
-    seconds = time.perf_counter() - start
+    timing = {"inference_s": time.perf_counter() - started}
     table = predictions_table(inputs.table.iloc[rows], scores, ens, fold_scores=o.fold_scores)
     errors = inputs.errors + [{"path": ds.paths[i], "reason": r} for i, r in read_errors]
     out_csv.parent.mkdir(parents=True, exist_ok=True)
@@ -517,16 +520,10 @@ def predict(run_dir: str | Path, input_path: str | Path, out_csv: str | Path | N
         from medrec.eval.report import dumps
 
         atomic_write_text(sidecar(out_csv, "metrics.json"), dumps(metrics))
-    meta = _metadata(ens, inputs, o, settings, out_csv, table, errors, metrics, cams, seconds)
+    timing["total_s"] = time.perf_counter() - start
+    meta = _metadata(ens, inputs, o, settings, out_csv, table, errors, metrics, cams, timing)
     atomic_write_text(sidecar(out_csv, "meta.json"), json.dumps(meta, indent=2, sort_keys=True) + "\n")
     return meta
-
-
-def _first_config(run_dir: Path, folds: list[str] | None) -> ExperimentConfig:
-    """The run's config (for the device) before any network is built."""
-    from medrec.train.checkpoint import load_checkpoint
-
-    return validate_config(load_checkpoint(fold_checkpoints(run_dir, folds)[0][1])["config"])
 
 
 def _settings(ens: Ensemble, o: Options, device: torch.device) -> dict[str, Any]:
@@ -600,7 +597,7 @@ def _cams(ens: Ensemble, table: pd.DataFrame, cam_class: int | None, folder: Pat
 
 
 def _metadata(ens: Ensemble, inputs: Inputs, o: Options, settings: dict, out_csv: Path, table: pd.DataFrame,
-              errors: list, metrics: dict | None, cams: dict | None, seconds: float) -> dict[str, Any]:
+              errors: list, metrics: dict | None, cams: dict | None, timing: dict[str, float]) -> dict[str, Any]:
     from medrec import __version__
 
     d = ens.cfg.data
@@ -625,8 +622,9 @@ def _metadata(ens: Ensemble, inputs: Inputs, o: Options, settings: dict, out_csv
         "files": {"predictions": str(out_csv), "errors": str(sidecar(out_csv, "errors.csv")),
                   "metrics": str(sidecar(out_csv, "metrics.json")) if metrics is not None else None},
         "cams": cams, "pseudonym_key_id": inputs.pseudonym_key_id,
-        "seconds": round(seconds, 3),
-        "images_per_s": round(len(table) / seconds, 2) if seconds > 0 else None,
+        "seconds": {k: round(v, 3) for k, v in timing.items()},
+        # reading + preprocessing + networks, without loading the models, CAMs or metrics
+        "images_per_s": round(len(table) / timing["inference_s"], 2) if timing["inference_s"] > 0 else None,
     }
 
 
