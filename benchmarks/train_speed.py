@@ -169,8 +169,16 @@ def bench_case(args, arch: str, size: int) -> dict:
            "load_after": load_avg()}
     if "medrec (augment none)" in ips:
         out["ratio_medrec_noaug_to_bare"] = ips["medrec (augment none)"] / ips["bare"]
+    # Each round runs the variants back to back, so a per-round ratio sees nearly the same load;
+    # its median is the estimate least moved by load from other processes.
+    for name in names[:-1]:
+        paired = np.asarray(per_round[name]) / np.asarray(per_round["bare"])
+        out.setdefault("paired_ratio_median", {})[name] = float(np.median(paired))
+        out.setdefault("paired_ratio_range", {})[name] = [float(paired.min()), float(paired.max())]
     out["loader_alone_s_per_batch"] = loader_alone(state, 777)
     out["bare_s_per_batch"] = args.batch / ips["bare"]
+    # What the ratio would be if the only cost medrec added were producing its batches in series.
+    out["expected_ratio_from_loader"] = out["bare_s_per_batch"] / (out["bare_s_per_batch"] + out["loader_alone_s_per_batch"])
     if args.profile:
         out["profile"] = profile_medrec(state, 888)
     return out
@@ -211,8 +219,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  ratio medrec / bare:    {res['ratio_medrec_to_bare']:.3f}"
               + (f"   (augment none: {res['ratio_medrec_noaug_to_bare']:.3f})"
                  if "ratio_medrec_noaug_to_bare" in res else ""))
+        for name, med in res["paired_ratio_median"].items():
+            lo, hi = res["paired_ratio_range"][name]
+            print(f"  per-round ratio {name} / bare: median {med:.3f} (range {lo:.3f}-{hi:.3f})")
         print(f"  loader alone: {res['loader_alone_s_per_batch'] * 1000:.1f} ms/batch; "
-              f"bare step: {res['bare_s_per_batch'] * 1000:.1f} ms/batch")
+              f"bare step: {res['bare_s_per_batch'] * 1000:.1f} ms/batch; ratio expected from the loader's "
+              f"cost in series: {res['expected_ratio_from_loader']:.3f}")
         if "profile" in res:
             print(res["profile"])
     if args.json:

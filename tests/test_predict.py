@@ -3,10 +3,7 @@ scores, ensembles and mirrors as stated, survives bad files, pseudonymises DICOM
 npz inputs and scores labelled inputs with the run's operating point."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -42,17 +39,9 @@ def pseudonym_key(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    """2 patient-grouped folds, 1 epoch, 64 px on the bundled chest radiographs."""
-    out = tmp_path_factory.mktemp("run") / "run"
-    args = ["--config", str(ROOT / "configs" / "chest_xray.yaml"), "--out", str(out), "--quiet",
-            "--set", "train.epochs=1", "--set", "cv.folds=2", "--set", "data.image_size=64",
-            "--set", "eval.bootstrap=20", "--set", "eval.worst_cases=0"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    res = subprocess.run([sys.executable, "-m", "medrec.finetune", *args], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=900)
-    assert res.returncode == 0, res.stderr[-3000:]
-    return out
+def run(samples_run) -> Path:
+    """The suite's shared short run of data_samples (3 patient-grouped folds, 64 px)."""
+    return samples_run[0]
 
 
 def oof(run: Path) -> pd.DataFrame:
