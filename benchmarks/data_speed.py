@@ -10,7 +10,9 @@ On the same DICOM files, in one process, images/s of
 each through MONAI's DataLoader with 0 and 2 workers where medrec's loader is involved, and the
 cache's memory per 1,000 images (filled with --cache-items links to the files: nbytes of the
 cached tensors, growth of resident memory, tracemalloc's peak). Goal: cached images/s >= 3x the
-model's images/s. Torch's thread count matters on a loaded machine: compare --threads 1.
+model's images/s. All images/s figures except the cache fill are taken in alternating rounds (one
+epoch of each pipeline, a few model steps; order flipped each round) so that load from other
+processes hits them alike. Torch's thread count matters on a loaded machine: compare --threads 1.
 
     python benchmarks/data_speed.py                                  # data_samples/chest_xray
     python benchmarks/data_speed.py --data DIR_OF_DICOMS --size 128 --json out.json
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -135,14 +138,15 @@ def medrec_loader(cfg, base, n: int, seed: int):
                       num_workers=cfg.data.num_workers, persistent_workers=False)
 
 
-def time_epochs(cfg, base, n: int, epochs: int) -> float:
-    """images/s over `epochs` epochs, each building its loader (as a fold does every epoch)."""
+_EPOCH = [0]
+
+
+def epoch_run(cfg, base) -> tuple[int, float]:
+    """One epoch over `base`; the loader is built inside the timing, as a fold does every epoch."""
+    _EPOCH[0] += 1
     t0 = time.perf_counter()
-    seen = 0
-    for e in range(epochs):
-        for batch in medrec_loader(cfg, base, n, e):
-            seen += len(batch["image"])
-    return seen / (time.perf_counter() - t0)
+    seen = sum(len(batch["image"]) for batch in medrec_loader(cfg, base, len(base), _EPOCH[0]))
+    return seen, time.perf_counter() - t0
 
 
 def rss_bytes() -> int:
@@ -154,8 +158,9 @@ def rss_bytes() -> int:
 
 
 def linked_copy(data: Path, n: int) -> Path:
-    """A folder of `n` distinct links to the DICOMs of `data` (cycled), with its manifest: a
-    cache of exactly n items without copying pixel data."""
+    """A folder of `n` distinct hard links (copies across file systems) to the DICOMs of `data`,
+    cycled, with its manifest: a cache of exactly n items. Symbolic links would not do: the
+    manifest resolves them and rejects the repeated file."""
     import pandas as pd
 
     t = pd.read_csv(data / "manifest.csv")
@@ -164,7 +169,11 @@ def linked_copy(data: Path, n: int) -> Path:
     for i in range(n):
         r = t.iloc[i % len(t)]
         link = out / f"img{i:05d}.dcm"
-        link.symlink_to((data / r["path"]).resolve())
+        src = (data / r["path"]).resolve()
+        try:
+            os.link(src, link)
+        except OSError:
+            shutil.copyfile(src, link)
         rows.append({"path": link.name, "patient_id": f"{r['patient_id']}_{i // len(t)}", "label": r["label"]})
     pd.DataFrame(rows).to_csv(out / "manifest.csv", index=False)
     return out
@@ -201,26 +210,27 @@ def cache_fill(data: Path, size: int, workers: int) -> dict:
 
 # ----------------------------------------------------------------------------- model consumption
 
-def model_images_per_s(size: int, batch: int, steps: int) -> float:
-    """ResNet-18 (1-channel stem, 1 output) training steps on in-memory tensors."""
-    import torchvision
-    from torch import nn
+class ModelSteps:
+    """ResNet-18 (1-channel stem, 1 output) training steps on in-memory tensors: the model's appetite."""
 
-    net = torchvision.models.resnet18(weights=None, num_classes=1)
-    net.conv1 = nn.Conv2d(1, 64, 7, 2, 3, bias=False)
-    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
-    x, y = torch.randn(batch, 1, size, size), torch.randint(0, 2, (batch, 1)).float()
+    def __init__(self, size: int, batch: int):
+        import torchvision
+        from torch import nn
 
-    def step():
-        opt.zero_grad(set_to_none=True)
-        nn.functional.binary_cross_entropy_with_logits(net(x), y).backward()
-        opt.step()
+        self.nn = nn
+        self.net = torchvision.models.resnet18(weights=None, num_classes=1)
+        self.net.conv1 = nn.Conv2d(1, 64, 7, 2, 3, bias=False)
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=1e-3)
+        self.x, self.y = torch.randn(batch, 1, size, size), torch.randint(0, 2, (batch, 1)).float()
+        self.run(1)  # warm-up: allocator, oneDNN kernel choice
 
-    step()  # warm-up
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    return steps * batch / (time.perf_counter() - t0)
+    def run(self, steps: int) -> tuple[int, float]:
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            self.opt.zero_grad(set_to_none=True)
+            self.nn.functional.binary_cross_entropy_with_logits(self.net(self.x), self.y).backward()
+            self.opt.step()
+        return steps * len(self.x), time.perf_counter() - t0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,12 +239,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="folder of DICOMs (with manifest.csv: path,patient_id,label)")
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--epochs", type=int, default=3, help="epochs per pipeline measurement")
-    p.add_argument("--model-steps", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=3, help="rounds: one epoch of each pipeline and the model's steps")
+    p.add_argument("--model-steps", type=int, default=2, help="training steps of the model per round")
     p.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     p.add_argument("--threads", type=int, help="torch.set_num_threads in this process (default: torch's)")
     p.add_argument("--cache-items", type=int, default=1000,
-                   help="fill a cache of this many items (links to the files, cycled) for the memory figure")
+                   help="fill a cache of this many items (hard links to the files, cycled) for the memory figure")
     p.add_argument("--json", type=Path)
     args = p.parse_args(argv)
     if args.threads:
@@ -250,20 +260,38 @@ def main(argv: list[str] | None = None) -> int:
                  "epochs": args.epochs, "load_before": load_avg(), "images_per_s": {}}
     ips = res["images_per_s"]
     time_plain(files[:4], args.size, 1)  # imports, decoder plugins
-    ips["plain pydicom+numpy (read+window+resize+augment)"] = time_plain(files, args.size, args.epochs)
+    uncached = {}
     for w in args.workers:
         cfg = medrec_cfg(data, args.size, "none", w, "light")
-        _, base = medrec_base(cfg, Path(tempfile.mkdtemp(prefix="medrec_ds_")))
-        ips[f"medrec uncached epoch, {w} workers"] = time_epochs(cfg, base, len(base), args.epochs)
-    big = cache_fill(linked_copy(data, args.cache_items), args.size, max(args.workers))
+        uncached[w] = (cfg, medrec_base(cfg, Path(tempfile.mkdtemp(prefix="medrec_ds_")))[1])
+    epoch_run(*uncached[min(args.workers)])  # warm-up: medrec's and MONAI's lazy imports before measuring memory
+    links = linked_copy(data, args.cache_items)
+    big = cache_fill(links, args.size, max(args.workers))
     ips[f"medrec cache fill, {big['n']} items ({max(max(args.workers), 1)} threads)"] = big["images_per_s"]
     del big["base"]
+    shutil.rmtree(links, ignore_errors=True)
     fill = cache_fill(data, args.size, max(args.workers))
+    model = ModelSteps(args.size, args.batch)
+    # Every figure is measured once per round and the order flips each round, so that load from
+    # other processes lands on all of them alike; images/s = images / seconds summed over rounds.
+    runners = {"plain pydicom+numpy (read+window+resize+augment)":
+               (lambda: (len(files), 1 / time_plain(files, args.size, 1) * len(files)))}
+    for w, (cfg, base) in uncached.items():
+        runners[f"medrec uncached epoch, {w} workers"] = (lambda cfg=cfg, base=base: epoch_run(cfg, base))
     for w in args.workers:
         cfg = fill["cfg"].model_copy(update={"data": fill["cfg"].data.model_copy(update={"num_workers": w})})
-        ips[f"medrec cached epoch, {w} workers"] = time_epochs(cfg, fill["base"], fill["n"], args.epochs)
-    model = model_images_per_s(args.size, args.batch, args.model_steps)
-    ips[f"model: ResNet-18 training @ {args.size} px"] = model
+        runners[f"medrec cached epoch, {w} workers"] = (lambda cfg=cfg: epoch_run(cfg, fill["base"]))
+    model_key = f"model: ResNet-18 training @ {args.size} px"
+    runners[model_key] = lambda: model.run(args.model_steps)
+    totals = {k: [0, 0.0] for k in runners}
+    names = list(runners)
+    for r in range(args.epochs):
+        for k in (names if r % 2 == 0 else names[::-1]):
+            n, sec = runners[k]()
+            totals[k][0] += n
+            totals[k][1] += sec
+    ips.update({k: n / sec for k, (n, sec) in totals.items()})
+    model = ips[model_key]
     res["load_after"] = load_avg()
     res["threads"] = torch.get_num_threads()
     res["cache"] = {k: big[k] for k in ("n", "type", "dtype", "shape", "cache_nbytes_per_1000", "rss_growth_per_1000",

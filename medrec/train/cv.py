@@ -97,6 +97,8 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, base_dir: Path, only_fold: int 
             continue
         train_fold(ctx, split)
         dist.barrier()
+        if dist.is_main():  # a killed run keeps the wall time it had spent, for the resumed report
+            runinfo.write(run_dir, {**info, "wall_time_s": info["wall_time_s"] + time.time() - start})
     if ctx.extra["tb"] is not None:
         ctx.extra["tb"].close()
     if ctx.extra["mlflow"] is not None:
