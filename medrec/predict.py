@@ -122,21 +122,13 @@ def _with_labels(table: pd.DataFrame, cfg: ExperimentConfig) -> pd.DataFrame:
 
 
 def _scan_folder(root: Path) -> tuple[list[Path], list[dict[str, str]], int]:
+    from medrec.io.images import has_dicm_marker
     from medrec.io.index import dicom_like_name, walk_files
 
     files, folder_errors = walk_files(root)
     errors = [{"path": str(root / e["path"]), "reason": e["reason"]} for e in folder_errors]
-    images = [f for f in files if f.name.lower().endswith(IMAGE_SUFFIXES) or dicom_like_name(f) or _has_dicm(f)]
+    images = [f for f in files if f.name.lower().endswith(IMAGE_SUFFIXES) or dicom_like_name(f) or has_dicm_marker(f)]
     return images, errors, len(files) - len(images)
-
-
-def _has_dicm(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            f.seek(128)
-            return f.read(4) == b"DICM"
-    except OSError:
-        return False
 
 
 def _file_inputs(files: list[Path], cfg: ExperimentConfig, kind: str) -> Inputs:

@@ -105,8 +105,11 @@ def read_image(
 def _looks_like_dicom(path: Path) -> bool:
     """DICOM by suffix (incl. UID-like names such as 1.2.840.1234) or by 'DICM' marker."""
     suffix = path.suffix.lower()
-    if suffix in DICOM_SUFFIXES or suffix[1:].isdigit():
-        return True
+    return suffix in DICOM_SUFFIXES or suffix[1:].isdigit() or has_dicm_marker(path)
+
+
+def has_dicm_marker(path: Path) -> bool:
+    """True when the file carries the DICOM Part 10 'DICM' marker at byte 128."""
     try:
         with open(path, "rb") as f:
             f.seek(128)
