@@ -179,36 +179,39 @@ def linked_copy(data: Path, n: int) -> Path:
     return out
 
 
-def cache_fill(data: Path, size: int, workers: int) -> dict:
+def cache_fill(data: Path, size: int, workers: int, trace: bool = True) -> dict:
     """Time and memory of filling the in-memory cache (read + window + resize, float16).
 
     The cached items are MONAI MetaTensors (torch storage, which tracemalloc does not see), so
     memory is stated three ways: nbytes of the cached pixel tensors, growth of the process's
-    resident memory while filling, and tracemalloc's peak (Python-side allocations only).
+    resident memory while filling, and tracemalloc's peak (Python-side allocations only). The
+    fill is timed without tracemalloc (it slows Python allocations several-fold); with `trace`,
+    a second fill of the same items measures tracemalloc's peak.
     """
     import gc
 
     cfg = medrec_cfg(data, size, "memory", workers, "light")
     gc.collect()
     rss0 = rss_bytes()
-    tracemalloc.start()
     t0 = time.perf_counter()
     manifest, base = medrec_base(cfg, Path(tempfile.mkdtemp(prefix="medrec_ds_")))
     seconds = time.perf_counter() - t0
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
     gc.collect()
     rss = rss_bytes() - rss0
     n = len(base)
     first = base[0]["image"]
     nbytes = sum(base[i]["image"].numel() * base[i]["image"].element_size() for i in range(n))
+    peak = None
+    if trace:
+        tracemalloc.start()
+        medrec_base(cfg, Path(tempfile.mkdtemp(prefix="medrec_ds_")))
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
     return {"cfg": cfg, "base": base, "n": n, "images_per_s": n / seconds,
             "cache_nbytes_per_1000": nbytes / n * 1000, "rss_growth_per_1000": rss / n * 1000,
-            "tracemalloc_peak_per_1000": peak / n * 1000, "type": type(first).__name__,
-            "dtype": str(first.dtype), "shape": list(first.shape)}
+            "tracemalloc_peak_per_1000": peak / n * 1000 if peak is not None else None,
+            "type": type(first).__name__, "dtype": str(first.dtype), "shape": list(first.shape)}
 
-
-# ----------------------------------------------------------------------------- model consumption
 
 class ModelSteps:
     """ResNet-18 (1-channel stem, 1 output) training steps on in-memory tensors: the model's appetite."""
@@ -233,6 +236,70 @@ class ModelSteps:
         return steps * len(self.x), time.perf_counter() - t0
 
 
+PLAIN = "plain pydicom+numpy (read+window+resize+augment)"
+
+
+def interleaved(runners: dict, rounds: int) -> dict[str, float]:
+    """images/s of each runner (a callable returning (images, seconds)), measured once per round
+    with the order flipped every round so that load from other processes lands on all alike."""
+    totals = {k: [0, 0.0] for k in runners}
+    names = list(runners)
+    for r in range(rounds):
+        for k in names if r % 2 == 0 else names[::-1]:
+            n, sec = runners[k]()
+            totals[k][0] += n
+            totals[k][1] += sec
+    return {k: n / sec for k, (n, sec) in totals.items()}
+
+
+def measure(args, data: Path, files: list[str]) -> dict:
+    res: dict = {"data": str(data), "n_files": len(files), "image_size": args.size, "batch_size": args.batch,
+                 "rounds": args.epochs, "threads": torch.get_num_threads(), "load_before": load_avg()}
+    time_plain(files[:4], args.size, 1)  # imports, decoder plugins
+    uncached = {}
+    for w in args.workers:
+        cfg = medrec_cfg(data, args.size, "none", w, "light")
+        uncached[w] = (cfg, medrec_base(cfg, Path(tempfile.mkdtemp(prefix="medrec_ds_")))[1])
+    epoch_run(*uncached[min(args.workers)])  # medrec's and MONAI's lazy imports, before measuring memory
+    links = linked_copy(data, args.cache_items)
+    big = cache_fill(links, args.size, max(args.workers))
+    shutil.rmtree(links, ignore_errors=True)
+    fill_key = f"medrec cache fill, {big['n']} items ({max(max(args.workers), 1)} threads)"
+    res["cache"] = {k: big[k] for k in ("n", "type", "dtype", "shape", "cache_nbytes_per_1000", "rss_growth_per_1000",
+                                        "tracemalloc_peak_per_1000")}
+    fill = cache_fill(data, args.size, max(args.workers), trace=False)
+    model = ModelSteps(args.size, args.batch)
+    runners = {PLAIN: lambda: (len(files), len(files) / time_plain(files, args.size, 1))}
+    for w, (cfg, base) in uncached.items():
+        runners[f"medrec uncached epoch, {w} workers"] = lambda cfg=cfg, base=base: epoch_run(cfg, base)
+    for w in args.workers:
+        cfg = fill["cfg"].model_copy(update={"data": fill["cfg"].data.model_copy(update={"num_workers": w})})
+        runners[f"medrec cached epoch, {w} workers"] = lambda cfg=cfg: epoch_run(cfg, fill["base"])
+    res["model_key"] = f"model: ResNet-18 training @ {args.size} px"
+    runners[res["model_key"]] = lambda: model.run(args.model_steps)
+    res["images_per_s"] = {fill_key: big["images_per_s"]} | interleaved(runners, args.epochs)
+    res["load_after"] = load_avg()
+    ips, appetite = res["images_per_s"], res["images_per_s"][res["model_key"]]
+    res["ratio_cached_to_model"] = {k: v / appetite for k, v in ips.items() if k.startswith("medrec cached")}
+    if 0 in args.workers:
+        res["ratio_medrec_uncached0_to_plain"] = ips["medrec uncached epoch, 0 workers"] / ips[PLAIN]
+    return res
+
+
+def print_report(res: dict) -> None:
+    ips, appetite = res["images_per_s"], res["images_per_s"][res["model_key"]]
+    print()
+    for k, v in ips.items():
+        print(f"  {k:<56}{v:9.1f} images/s   ({v / appetite:5.2f}x the model)")
+    print(f"\n  cached / model (best): {max(res['ratio_cached_to_model'].values()):.2f}x   (goal >= 3x)")
+    c = res["cache"]
+    print(f"  cache of {c['n']} items: {c['type']} {c['shape']} {c['dtype']} each; per 1,000 images: "
+          f"{c['cache_nbytes_per_1000'] / 2**20:.1f} MiB of pixel tensors, resident memory grew "
+          f"{c['rss_growth_per_1000'] / 2**20:.1f} MiB, tracemalloc peak (Python objects only) "
+          f"{c['tracemalloc_peak_per_1000'] / 2**20:.1f} MiB")
+    print(f"  load average before {res['load_before']}, after {res['load_after']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=ROOT / "data_samples/chest_xray",
@@ -250,66 +317,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     data = args.data.resolve()
-    files, _ = list_files(data)
     if not (data / "manifest.csv").exists():
         sys.exit(f"{data}: needs a manifest.csv (path,patient_id,label) for medrec's pipeline")
+    files, _ = list_files(data)
     print(f"{len(files)} DICOM files in {data}; {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()} "
-          "(DataLoader workers run 1 each); "
-          f"load average {load_avg()}")
-    res: dict = {"data": str(data), "n_files": len(files), "image_size": args.size, "batch_size": args.batch,
-                 "epochs": args.epochs, "load_before": load_avg(), "images_per_s": {}}
-    ips = res["images_per_s"]
-    time_plain(files[:4], args.size, 1)  # imports, decoder plugins
-    uncached = {}
-    for w in args.workers:
-        cfg = medrec_cfg(data, args.size, "none", w, "light")
-        uncached[w] = (cfg, medrec_base(cfg, Path(tempfile.mkdtemp(prefix="medrec_ds_")))[1])
-    epoch_run(*uncached[min(args.workers)])  # warm-up: medrec's and MONAI's lazy imports before measuring memory
-    links = linked_copy(data, args.cache_items)
-    big = cache_fill(links, args.size, max(args.workers))
-    ips[f"medrec cache fill, {big['n']} items ({max(max(args.workers), 1)} threads)"] = big["images_per_s"]
-    del big["base"]
-    shutil.rmtree(links, ignore_errors=True)
-    fill = cache_fill(data, args.size, max(args.workers))
-    model = ModelSteps(args.size, args.batch)
-    # Every figure is measured once per round and the order flips each round, so that load from
-    # other processes lands on all of them alike; images/s = images / seconds summed over rounds.
-    runners = {"plain pydicom+numpy (read+window+resize+augment)":
-               (lambda: (len(files), 1 / time_plain(files, args.size, 1) * len(files)))}
-    for w, (cfg, base) in uncached.items():
-        runners[f"medrec uncached epoch, {w} workers"] = (lambda cfg=cfg, base=base: epoch_run(cfg, base))
-    for w in args.workers:
-        cfg = fill["cfg"].model_copy(update={"data": fill["cfg"].data.model_copy(update={"num_workers": w})})
-        runners[f"medrec cached epoch, {w} workers"] = (lambda cfg=cfg: epoch_run(cfg, fill["base"]))
-    model_key = f"model: ResNet-18 training @ {args.size} px"
-    runners[model_key] = lambda: model.run(args.model_steps)
-    totals = {k: [0, 0.0] for k in runners}
-    names = list(runners)
-    for r in range(args.epochs):
-        for k in (names if r % 2 == 0 else names[::-1]):
-            n, sec = runners[k]()
-            totals[k][0] += n
-            totals[k][1] += sec
-    ips.update({k: n / sec for k, (n, sec) in totals.items()})
-    model = ips[model_key]
-    res["load_after"] = load_avg()
-    res["threads"] = torch.get_num_threads()
-    res["cache"] = {k: big[k] for k in ("n", "type", "dtype", "shape", "cache_nbytes_per_1000", "rss_growth_per_1000",
-                                        "tracemalloc_peak_per_1000")}
-    best_cached = max(v for k, v in ips.items() if k.startswith("medrec cached"))
-    res["ratio_cached_to_model"] = {k: v / model for k, v in ips.items() if k.startswith("medrec cached")}
-    res["ratio_medrec_uncached0_to_plain"] = ips["medrec uncached epoch, 0 workers"] / \
-        ips["plain pydicom+numpy (read+window+resize+augment)"] if 0 in args.workers else None
-    print()
-    for k, v in ips.items():
-        print(f"  {k:<52}{v:9.1f} images/s   ({v / model:5.2f}x the model)")
-    print(f"\n  cached / model (best): {best_cached / model:.2f}x   (goal >= 3x)")
-    c = res["cache"]
-    print(f"  cache of {c['n']} items: {c['type']} {c['shape']} {c['dtype']} each; per 1,000 images: "
-          f"{c['cache_nbytes_per_1000'] / 2**20:.1f} MiB of pixel tensors, resident memory grew "
-          f"{c['rss_growth_per_1000'] / 2**20:.1f} MiB, tracemalloc peak (Python objects only) "
-          f"{c['tracemalloc_peak_per_1000'] / 2**20:.1f} MiB")
-    print(f"  load average before {res['load_before']}, after {res['load_after']}")
+          f"(DataLoader workers run 1 each); load average {load_avg()}")
+    res = measure(args, data, files)
+    print_report(res)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(res, indent=2))
