@@ -20,6 +20,7 @@ from monai.data import DataLoader
 from torch.utils.data import DistributedSampler, RandomSampler, WeightedRandomSampler
 
 from medrec.config import ExperimentConfig
+from medrec.data.augment import batch_augment
 from medrec.data.datasets import FoldDataset
 from medrec.data.manifest import Manifest
 from medrec.data.splits import Split
@@ -176,8 +177,10 @@ def _train_loader(ctx: FoldContext, train_ds: FoldDataset, epoch_seed: int) -> D
     if isinstance(sampler, DistributedSampler):  # its order depends only on the seed: safe to record
         ctx.extra.setdefault("seen", []).append([int(train_ds.indices[i]) for i in sampler])
     # MONAI's DataLoader seeds the random transforms from `generator` (workers or not).
+    collate = batch_augment(cfg.data, ctx.norm["mean"], ctx.norm["std"], epoch_seed)
+    extra = {"collate_fn": collate} if collate is not None else {}
     return DataLoader(train_ds, batch_size=cfg.train.batch_size, sampler=sampler, generator=gen,
-                      drop_last=len(train_ds) > cfg.train.batch_size, **_loader_kwargs(cfg))
+                      drop_last=len(train_ds) > cfg.train.batch_size, **_loader_kwargs(cfg), **extra)
 
 
 def _sample_weights(ctx: FoldContext, train_ds: FoldDataset) -> torch.Tensor:
