@@ -77,7 +77,7 @@ def test_each_fold_reproduces_its_out_of_fold_scores(run, tmp_path):
         assert (both["score_std"] == 0).all()  # one model
         assert (preds["pred"] == (preds["score"] >= threshold).astype(int)).all()
         metrics = json.loads((out.parent / "preds.metrics.json").read_text())
-        assert metrics["operating_point"]["threshold"] == pytest.approx(threshold)
+        assert metrics["operating_point"]["threshold"] == pytest.approx(threshold, abs=1e-6)  # stored rounded to 6 decimals
         assert metrics["metrics"]["auroc"]["value"] == pytest.approx(roc_auc_score(preds["label"], preds["score"]),
                                                                       abs=1e-6)
         assert metrics["metrics"]["accuracy"]["value"] == pytest.approx(accuracy_score(preds["label"], preds["pred"]),
