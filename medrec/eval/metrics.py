@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from medrec.config import EvalConfig, parse_operating_point
-from medrec.errors import ConfigError, DataError
+from medrec.errors import DataError
 from medrec.eval import calibration as cal
 
 log = logging.getLogger(__name__)

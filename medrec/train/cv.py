@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from medrec.config import ExperimentConfig, save_config
+from medrec.config import ExperimentConfig
 from medrec.data.datasets import build_base_dataset
 from medrec.data.manifest import Manifest
 from medrec.data.sources import load_source
