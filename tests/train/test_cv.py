@@ -85,8 +85,13 @@ def test_killed_run_resumes_to_identical_predictions(reference_run, short_run_ar
                              "--out", str(out)], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     marker = out / "folds" / "fold_1" / "last.pt"  # fold 2 (of 3) has finished an epoch
+    log = out / "train.log"
+
+    def fold2_epoch_logged():  # logged only after its checkpoint is on disk
+        return log.exists() and "fold 1 epoch 1 done" in log.read_text()
+
     deadline = time.monotonic() + 300
-    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+    while not fold2_epoch_logged() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
