@@ -17,11 +17,197 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from medrec.errors import ConfigError
 
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "googlenet", "inception_v3")
-WINDOW_PRESETS = ("lung", "mediastinum", "bone", "brain", "soft_tissue", "abdomen")
+WINDOW_PRESETS = ("lung", "mediastinum", "bone", "brain", "subdural", "soft_tissue", "abdomen")
+MODALITIES = ("cxr", "ct", "mri")
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ----------------------------------------------------------------------------- augmentation
+# Each random transform is a section with validated parameters. A preset switches a set of them on;
+# the config may override a preset item by item (`rotate: {degrees: 15}` merges into the preset's
+# rotate, `flip: false` drops it, `noise: true` adds it with its defaults). They always run in
+# AUGMENT_ORDER, whatever the order in the YAML: geometry first, then the window (CT), then intensity
+# on the windowed image, dropout last, so that e.g. noise is never drawn on Hounsfield units.
+
+Range = tuple[float, float]
+
+
+def _ordered(v: Range, what: str) -> Range:
+    if v[0] > v[1]:
+        raise ValueError(f"{what} [{v[0]}, {v[1]}] is empty; write it as [low, high]")
+    return v
+
+
+class _Aug(_Section):
+    prob: float = Field(0.5, ge=0, le=1)  # chance that an image gets this transform
+
+
+class FlipAug(_Aug):
+    """MONAI RandFlipd per axis. Off in the cxr preset (see AUGMENT_PRESETS)."""
+
+    axes: tuple[Literal["left_right", "up_down"], ...] = ("left_right",)
+
+
+class RotateAug(_Aug):
+    degrees: float = Field(10.0, gt=0, le=180)  # uniform in [-degrees, +degrees]
+
+
+class ZoomAug(_Aug):
+    range: Range = (0.9, 1.1)  # scale factor; > 1 magnifies
+
+    @field_validator("range")
+    @classmethod
+    def _check(cls, v: Range) -> Range:
+        if not (0.25 <= v[0] <= v[1] <= 4):
+            raise ValueError(f"zoom range {list(v)} must satisfy 0.25 <= low <= high <= 4")
+        return v
+
+
+class AffineAug(_Aug):
+    shift: float = Field(0.06, ge=0, le=0.5)  # translation, fraction of the image side
+    shear: float = Field(0.0, ge=0, le=0.5)  # shear factor, uniform in [-shear, +shear]
+
+
+class WindowJitterAug(_Aug):
+    """CT only: each window's center moves by up to +-center HU and its width by up to +-width (relative)."""
+
+    center: float = Field(10.0, ge=0, le=500)
+    width: float = Field(0.1, ge=0, lt=1)
+
+
+class BiasFieldAug(_Aug):
+    """MONAI RandBiasFieldd: a smooth multiplicative field (MRI coil inhomogeneity)."""
+
+    degree: int = Field(3, ge=1, le=6)
+    coeff: Range = (0.0, 0.1)
+
+    @field_validator("coeff")
+    @classmethod
+    def _check(cls, v: Range) -> Range:
+        return _ordered(v, "bias_field coeff")
+
+
+class ContrastAug(_Aug):
+    """MONAI RandAdjustContrastd: gamma curve on the image's own range."""
+
+    gamma: Range = (0.8, 1.25)
+
+    @field_validator("gamma")
+    @classmethod
+    def _check(cls, v: Range) -> Range:
+        if not (0 < v[0] <= v[1] <= 5):
+            raise ValueError(f"gamma {list(v)} must satisfy 0 < low <= high <= 5")
+        return v
+
+
+class ScaleIntensityAug(_Aug):
+    factor: float = Field(0.1, gt=0, lt=1)  # multiply by 1 + uniform(-factor, factor)
+
+
+class ShiftIntensityAug(_Aug):
+    offset: float = Field(0.1, gt=0, le=1)  # add uniform(-offset, offset)
+
+
+class SmoothAug(_Aug):
+    sigma: Range = (0.25, 1.0)  # Gaussian sigma in pixels
+
+    @field_validator("sigma")
+    @classmethod
+    def _check(cls, v: Range) -> Range:
+        if not (0 <= v[0] <= v[1] <= 10):
+            raise ValueError(f"sigma {list(v)} must satisfy 0 <= low <= high <= 10 pixels")
+        return v
+
+
+class NoiseAug(_Aug):
+    std: float = Field(0.02, gt=0, le=1)
+
+
+class CoarseDropoutAug(_Aug):
+    holes: int = Field(4, ge=1, le=64)
+    size: float = Field(0.08, gt=0, le=0.5)  # side of each hole, fraction of the image side
+    fill: float = 0.0  # in windowed units: 0 is black
+
+
+AugItem = FlipAug | RotateAug | ZoomAug | AffineAug | WindowJitterAug | BiasFieldAug | ContrastAug | \
+    ScaleIntensityAug | ShiftIntensityAug | SmoothAug | NoiseAug | CoarseDropoutAug
+
+AUGMENT_ORDER: dict[str, type[_Aug]] = {
+    "flip": FlipAug, "rotate": RotateAug, "zoom": ZoomAug, "affine": AffineAug, "window_jitter": WindowJitterAug,
+    "bias_field": BiasFieldAug, "contrast": ContrastAug, "scale_intensity": ScaleIntensityAug,
+    "shift_intensity": ShiftIntensityAug, "smooth": SmoothAug, "noise": NoiseAug, "coarse_dropout": CoarseDropoutAug,
+}
+# These three run per batch (medrec.data.augment.BatchAffine); the rest per image (MONAI).
+GEOMETRY_AUGMENTS = ("rotate", "zoom", "affine")
+_GEOMETRY = {"rotate": {"prob": 0.5, "degrees": 7.0}, "zoom": {"prob": 0.5, "range": (0.9, 1.1)},
+             "affine": {"prob": 0.5, "shift": 0.06}}
+_CXR = {**_GEOMETRY, "contrast": {"prob": 0.3, "gamma": (0.8, 1.25)}, "noise": {"prob": 0.2, "std": 0.02}}
+AUGMENT_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "none": {},
+    "light": _GEOMETRY,  # small rotation, zoom and shift only
+    # Chest radiographs: no flips. A vertical flip puts the diaphragm on top, which no film shows, and
+    # a left-right flip moves the heart to the right (dextrocardia): the network would learn anatomy
+    # that does not exist and lose the side cues (heart, aortic knob, gastric bubble) that readers use.
+    "cxr": _CXR,
+    "standard": _CXR,  # the name older configs used for the cxr set
+    # Axial head/body CT: a left-right mirror is a plausible other patient for side-independent
+    # findings (turn it off when the label depends on the side); windows jitter like a reader's.
+    "ct": {"flip": {"prob": 0.5, "axes": ("left_right",)}, "rotate": {"prob": 0.5, "degrees": 10.0},
+           "zoom": {"prob": 0.5, "range": (0.9, 1.1)}, "affine": {"prob": 0.5, "shift": 0.06},
+           "window_jitter": {"prob": 0.5, "center": 10.0, "width": 0.1}, "noise": {"prob": 0.2, "std": 0.02}},
+    # Brain MRI: arbitrary intensity scales and coil bias fields are the nuisance to be robust to.
+    "mri": {"flip": {"prob": 0.5, "axes": ("left_right",)}, "rotate": {"prob": 0.5, "degrees": 10.0},
+            "zoom": {"prob": 0.5, "range": (0.9, 1.1)}, "affine": {"prob": 0.5, "shift": 0.06},
+            "bias_field": {"prob": 0.3, "degree": 3, "coeff": (0.0, 0.2)},
+            "contrast": {"prob": 0.3, "gamma": (0.7, 1.5)}, "scale_intensity": {"prob": 0.3, "factor": 0.1},
+            "shift_intensity": {"prob": 0.3, "offset": 0.1}, "noise": {"prob": 0.2, "std": 0.05}},
+}
+
+
+class AugmentConfig(_Section):
+    """Training augmentations: a preset plus per-item overrides (module comment above)."""
+
+    preset: Literal["auto", "none", "light", "standard", "cxr", "ct", "mri"] = "auto"  # auto: data.modality's
+    flip: FlipAug | None = None
+    rotate: RotateAug | None = None
+    zoom: ZoomAug | None = None
+    affine: AffineAug | None = None
+    window_jitter: WindowJitterAug | None = None
+    bias_field: BiasFieldAug | None = None
+    contrast: ContrastAug | None = None
+    scale_intensity: ScaleIntensityAug | None = None
+    shift_intensity: ShiftIntensityAug | None = None
+    smooth: SmoothAug | None = None
+    noise: NoiseAug | None = None
+    coarse_dropout: CoarseDropoutAug | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthands(cls, v: Any) -> Any:
+        if isinstance(v, str):  # `augment: cxr` is short for {preset: cxr}
+            return {"preset": v}
+        if isinstance(v, dict):  # `noise: true` adds the item with its defaults; `flip: false` drops it
+            return {k: ({} if x is True else {"prob": 0.0} if x is False else x) if k in AUGMENT_ORDER else x
+                    for k, x in v.items()}
+        return v
+
+    def resolved(self, modality: str) -> dict[str, _Aug]:
+        """The transforms that run, in AUGMENT_ORDER: the preset merged with this section's items."""
+        preset = modality if self.preset == "auto" else self.preset
+        out: dict[str, _Aug] = {}
+        for name, kind in AUGMENT_ORDER.items():
+            base, item = AUGMENT_PRESETS[preset].get(name), getattr(self, name)
+            if item is None and base is None:
+                continue
+            params = dict(base or {})
+            if item is not None:  # only the keys written in the config override the preset's
+                params.update({k: getattr(item, k) for k in item.model_fields_set})
+            if params.get("prob", 0.5) > 0:
+                out[name] = kind(**params)
+        return out
 
 
 class DataConfig(_Section):
@@ -38,9 +224,17 @@ class DataConfig(_Section):
     patient_column: str = "patient_id"
     image_column: str = "path"
     image_size: int = Field(224, ge=16, le=1024)
-    window: str | tuple[float, float] = "auto"  # auto | minmax | percentile | preset | [center, width]
-    frame: int | None = None  # multi-frame: frame index (default: the middle one)
-    augment: Literal["none", "light", "standard"] = "light"
+    # Preprocessing preset. cxr: projection images (CR/DX/CX, also PNG/JPEG), one [0, 1] channel
+    # through `window`. ct: Hounsfield units through the windows in `channels`, one channel each.
+    # mri: per-image `intensity` scaling of arbitrary scanner units. All keep the aspect ratio
+    # (longest side to image_size, then padding).
+    modality: Literal["cxr", "ct", "mri"] = "cxr"
+    window: str | tuple[float, float] = "auto"  # cxr: auto | minmax | percentile | preset | [center, width]
+    channels: tuple[str | tuple[float, float], ...] | None = None  # ct: e.g. [brain, subdural, bone]
+    intensity: Literal["zscore", "percentile"] = "zscore"  # mri: per-image scaling
+    slice: Literal["middle", "all"] | int = "middle"  # volumes (NIfTI, multi-frame DICOM): which slice(s)
+    frame: int | None = None  # multi-frame DICOM frame / 4-D NIfTI volume (default: the middle one)
+    augment: AugmentConfig = AugmentConfig()
     cache: Literal["none", "memory", "disk"] = "memory"
     cache_dir: str | None = None
     num_workers: int = Field(0, ge=0)
@@ -59,12 +253,56 @@ class DataConfig(_Section):
             )
         return v
 
+    @field_validator("channels")
+    @classmethod
+    def _check_channels(cls, v: Any) -> Any:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("needs at least one window, e.g. [brain, subdural, bone]")
+        for w in v:
+            if isinstance(w, str) and w not in WINDOW_PRESETS:
+                raise ValueError(f"window '{w}' unknown; valid: {', '.join(WINDOW_PRESETS)} or [center, width]")
+            if not isinstance(w, str) and w[1] <= 0:
+                raise ValueError(f"window {list(w)} needs a width > 0")
+        return v
+
+    @field_validator("slice")
+    @classmethod
+    def _check_slice(cls, v: Any) -> Any:
+        if isinstance(v, int) and v < 0:
+            raise ValueError("must be middle, all or a slice index >= 0")
+        return v
+
+    @model_validator(mode="after")
+    def _check_modality(self) -> "DataConfig":
+        if self.modality == "ct":
+            if not self.channels:
+                raise ValueError("data.modality ct needs data.channels: the CT windows, one per input channel, "
+                                 "e.g. [brain, subdural, bone] or [[40, 80]]")
+            if self.window != "auto":
+                raise ValueError("data.window is not used with data.modality ct; list the window(s) in data.channels")
+        elif self.channels is not None:
+            raise ValueError(f"data.channels (CT windows) needs data.modality ct, not {self.modality}; "
+                             "for one window on a radiograph set data.window")
+        if self.modality == "mri" and self.window != "auto":
+            raise ValueError("data.window is not used with data.modality mri; set data.intensity: zscore | percentile")
+        aug = self.augment.resolved(self.modality)
+        if "window_jitter" in aug and self.modality != "ct":
+            raise ValueError("data.augment.window_jitter needs data.modality ct (it moves the CT windows)")
+        return self
+
+    @property
+    def num_channels(self) -> int:
+        """Channels the preprocessing produces: one per CT window, else one."""
+        return len(self.channels) if self.channels else 1
+
 
 class ModelConfig(_Section):
     """Which network, how it is initialised and which parts train."""
 
     arch: str = "resnet18"
-    in_channels: int = Field(1, ge=1, le=16)
+    in_channels: int = Field(1, ge=1, le=16)  # default: data's channels (one per CT window, else 1)
     num_classes: int | None = None  # default: from the task and label columns
     weights: str = "imagenet"  # imagenet | none | path to a state dict
     allow_random_init: bool = False  # only with weights: imagenet, when they cannot be found
@@ -190,10 +428,27 @@ class ExperimentConfig(_Section):
     eval: EvalConfig = EvalConfig()
     privacy: PrivacyConfig = PrivacyConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _channels_follow_data(cls, raw: Any) -> Any:
+        """model.in_channels defaults to the number of channels the data section produces."""
+        if not isinstance(raw, dict):
+            return raw
+        data, model = raw.get("data"), raw.get("model")
+        channels = data.get("channels") if isinstance(data, dict) else None
+        if isinstance(channels, (list, tuple)) and channels and (model is None or isinstance(model, dict)) \
+                and "in_channels" not in (model or {}):
+            raw = {**raw, "model": {**(model or {}), "in_channels": len(channels)}}
+        return raw
+
     @model_validator(mode="after")
     def _check_cross(self) -> "ExperimentConfig":
         if self.model.allow_random_init and self.model.weights != "imagenet":
             raise ValueError("model.allow_random_init only applies to model.weights: imagenet")
+        n = self.data.num_channels
+        if n > 1 and self.model.in_channels != n:
+            raise ValueError(f"model.in_channels {self.model.in_channels} does not match data.channels "
+                             f"({n} windows); remove model.in_channels or set it to {n}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -237,9 +492,12 @@ def _model_at(path: tuple[Any, ...]) -> type[BaseModel] | None:
     for part in path[:-1]:
         field = model.model_fields.get(str(part))
         ann = getattr(field, "annotation", None)
-        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+        # `X | None` sections: the model class among the union's members
+        members = [a for a in (getattr(ann, "__args__", None) or (ann,)) if isinstance(a, type)]
+        models = [a for a in members if issubclass(a, BaseModel)]
+        if not models:
             return None
-        model = ann
+        model = models[0]
     return model
 
 
@@ -254,7 +512,8 @@ def _format_error(err: dict[str, Any]) -> str:
         where = "section" if len(loc) == 1 else "key"
         return f"unknown {where} '{key}'{hint}; valid: {', '.join(valid)}"
     msg = err["msg"].removeprefix("Value error, ")
-    return f"{key}: {msg} (got {err.get('input')!r})"
+    got = err.get("input")
+    return f"{key}: {msg}" if isinstance(got, dict) else f"{key}: {msg} (got {got!r})"
 
 
 def validate_config(raw: dict[str, Any], source: str = "<config>") -> ExperimentConfig:

@@ -62,7 +62,7 @@ def metadata(run_dir: Path, ckpt: dict[str, Any], fold: str) -> dict[str, Any]:
     cfg, task = ckpt["config"], ckpt["task"]
     names = tuple(ckpt["label_names"])
     threshold, source = run_threshold(run_dir, task, names, ckpt)
-    size, channels = int(cfg["data"]["image_size"]), int(cfg["model"]["in_channels"])
+    size, channels, d = int(cfg["data"]["image_size"]), int(cfg["model"]["in_channels"]), cfg["data"]
     return {
         "format": FORMAT, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "run_name": cfg.get("name"), "run_dir": str(run_dir), "fold": fold, "arch": cfg["model"]["arch"],
@@ -74,8 +74,11 @@ def metadata(run_dir: Path, ckpt: dict[str, Any], fold: str) -> dict[str, Any]:
         "threshold": threshold, "threshold_source": source,
         "decision": {"binary": "positive if sigmoid(logit) >= threshold", "multiclass": "arg-max class",
                      "multilabel": "label positive if sigmoid(logit) >= threshold[label]"}[task],
-        "preprocessing": {"image_size": size, "window": cfg["data"]["window"], "frame": cfg["data"]["frame"],
-                          "geometry": "longest side resized to image_size (area), zero-padded to a square",
+        "preprocessing": {"image_size": size, "modality": d.get("modality", "cxr"), "window": d["window"],
+                          "channels": d.get("channels"), "intensity": d.get("intensity"), "slice": d.get("slice"),
+                          "frame": d["frame"],
+                          "geometry": "longest side resized to image_size (area), padded to a square "
+                                      + ("with 0" if d.get("modality", "cxr") == "cxr" else "with the image minimum"),
                           "normalization": ckpt["normalization"], "in_channels": channels},
         "torch": torch.__version__,
     }

@@ -42,7 +42,7 @@ EXIT_FAILED = 2  # nothing could be predicted: bad run folder, bad options, no i
 EXIT_UNREADABLE = 3  # --strict and at least one input could not be read
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".nii", ".nii.gz")
 # Settings every fold of a run must share, since one preprocessed tensor feeds all of them.
-_SHARED_DATA = ("image_size", "window", "frame")
+_SHARED_DATA = ("image_size", "window", "frame", "modality", "channels", "intensity", "slice")
 
 
 # ---------------------------------------------------------------- inputs
@@ -91,16 +91,28 @@ def collect_inputs(path: Path, cfg: ExperimentConfig, *, split: str = "test") ->
     return _file_inputs([path], cfg, "image")
 
 
+def _with_slices(table: pd.DataFrame, cfg: ExperimentConfig) -> pd.DataFrame:
+    """`data.slice: all` runs predict every slice of each volume, as they were trained."""
+    if cfg.data.slice != "all":
+        return table
+    from medrec.data.sources import expand_slices
+
+    return expand_slices(table).reset_index(drop=True)
+
+
 def _manifest_inputs(path: Path, cfg: ExperimentConfig) -> Inputs:
-    from medrec.data.manifest import image_id_for
+    from medrec.data.manifest import image_id_for, slice_of
     from medrec.data.sources import load_manifest_csv
 
     table = load_manifest_csv(path, root=None, image_column=cfg.data.image_column,
                               patient_column=cfg.data.patient_column)
-    if table["path"].duplicated().any():
-        raise DataError(f"{path}: image {table.loc[table['path'].duplicated(), 'path'].iloc[0]} is listed twice")
+    table = _with_slices(table, cfg)
+    keys = ["path", "slice"] if "slice" in table.columns else ["path"]
+    if table.duplicated(keys).any():
+        raise DataError(f"{path}: image {table.loc[table.duplicated(keys), 'path'].iloc[0]} is listed twice")
     if "image_id" not in table.columns:
-        table["image_id"] = [image_id_for(p) for p in table["path"]]
+        slices = table["slice"] if "slice" in table.columns else [None] * len(table)
+        table["image_id"] = [image_id_for(p, slice_of(k)) for p, k in zip(table["path"], slices)]
     missing = table["patient_id"].isna()
     table["patient_id"] = table["patient_id"].astype(str).where(~missing, table["image_id"])
     return Inputs(_with_labels(table, cfg), "manifest")
@@ -109,6 +121,8 @@ def _manifest_inputs(path: Path, cfg: ExperimentConfig) -> Inputs:
 def _with_labels(table: pd.DataFrame, cfg: ExperimentConfig) -> pd.DataFrame:
     """path, image_id, patient_id and the run's label columns as named in predictions CSVs."""
     out = table[["path", "image_id", "patient_id"]].astype(str).reset_index(drop=True)
+    if "slice" in table.columns:
+        out["slice"] = pd.to_numeric(table["slice"], errors="coerce").astype("Int64").to_numpy()
     cols = [c for c in cfg.data.label_columns if c in table.columns]
     if not cols:
         return out
@@ -133,13 +147,14 @@ def _scan_folder(root: Path) -> tuple[list[Path], list[dict[str, str]], int]:
 
 def _file_inputs(files: list[Path], cfg: ExperimentConfig, kind: str) -> Inputs:
     """Image files; DICOM patients get keyed pseudonyms, others their image_id."""
-    from medrec.data.manifest import image_id_for
+    from medrec.data.manifest import image_id_for, slice_of
 
     paths = [str(f) for f in files]
-    ids = [image_id_for(p) for p in paths]
     patients, key_id = _dicom_pseudonyms(files, cfg)
-    table = pd.DataFrame({"path": paths, "image_id": ids,
-                          "patient_id": [p or i for p, i in zip(patients, ids)]})
+    table = _with_slices(pd.DataFrame({"path": paths, "patient_id": patients}), cfg)
+    slices = table["slice"] if "slice" in table.columns else [None] * len(table)
+    table.insert(1, "image_id", [image_id_for(p, slice_of(k)) for p, k in zip(table["path"], slices)])
+    table["patient_id"] = [p or i for p, i in zip(table["patient_id"], table["image_id"])]
     return Inputs(table, kind, pseudonym_key_id=key_id)
 
 
@@ -282,12 +297,14 @@ class ImageDataset(torch.utils.data.Dataset):
     file never stops a batch job.
     """
 
-    def __init__(self, paths: list[str], ens: Ensemble, *, keep_geometry: bool = False):
+    def __init__(self, paths: list[str], ens: Ensemble, *, keep_geometry: bool = False,
+                 slices: list[int | None] | None = None):
         from medrec.data.transforms import eval_transforms, preprocess_transforms
 
         self.paths = list(paths)
+        self.slices = list(slices) if slices is not None else [None] * len(self.paths)
         self.pre = preprocess_transforms(ens.cfg.data.model_copy(update={"skip_bad_images": True}))
-        self.finish = eval_transforms(ens.norm["mean"], ens.norm["std"], ens.cfg.model.in_channels)
+        self.finish = eval_transforms(ens.cfg.data, ens.norm["mean"], ens.norm["std"], ens.cfg.model.in_channels)
         self.keep_geometry = keep_geometry
 
     def __len__(self) -> int:
@@ -297,7 +314,8 @@ class ImageDataset(torch.utils.data.Dataset):
         from medrec.data.transforms import ERROR_KEY
 
         try:
-            item = self.pre({"image": self.paths[i]})
+            k = self.slices[i]
+            item = self.pre({"image": self.paths[i], "slice": -1 if k is None else k})
             if ERROR_KEY in item:
                 return {"index": i, "error": item[ERROR_KEY]}
             out = {"index": i, "image": self.finish({"image": item["image"]})["image"]}
@@ -306,6 +324,15 @@ class ImageDataset(torch.utils.data.Dataset):
         if self.keep_geometry:
             out["ops"] = [dict(op) for op in item["image"].applied_operations]
         return out
+
+
+def table_slices(table: pd.DataFrame) -> list[int | None]:
+    """The `slice` column as ints (None: the default slice), or all None without one."""
+    from medrec.data.manifest import slice_of
+
+    if "slice" not in table.columns:
+        return [None] * len(table)
+    return [None if (k := slice_of(v)) is None or k < 0 else k for v in table["slice"]]
 
 
 def collate(batch: list[dict]) -> dict[str, Any]:
@@ -491,7 +518,7 @@ def predict(run_dir: str | Path, input_path: str | Path, out_csv: str | Path | N
     if settings["channels_last"]:
         ens.models = [m.to(memory_format=torch.channels_last) for m in ens.models]
     inputs = collect_inputs(Path(input_path), ens.cfg, split=o.split)
-    ds = ImageDataset(list(inputs.table["path"]), ens)
+    ds = ImageDataset(list(inputs.table["path"]), ens, slices=table_slices(inputs.table))
     bar = _progress(len(ds)) if o.progress else None
     started = time.perf_counter()
     scores, rows, read_errors = predict_batches(
@@ -556,7 +583,7 @@ def _cams(ens: Ensemble, table: pd.DataFrame, cam_class: int | None, folder: Pat
           device: torch.device) -> dict[str, Any]:
     """Grad-CAM of every predicted image (medrec.explain), averaged over the fold models."""
     from medrec import explain
-    from medrec.data.transforms import read_item
+    from medrec.data.transforms import display_image
 
     models = [m.to(memory_format=torch.contiguous_format) for m in ens.models]
     layer = explain.cam_layer(ens.arch)
@@ -565,7 +592,7 @@ def _cams(ens: Ensemble, table: pd.DataFrame, cam_class: int | None, folder: Pat
         targets = table[ens.score_columns].to_numpy().argmax(axis=1)
     else:
         targets = np.full(len(table), cam_class)
-    ds = ImageDataset(list(table["path"]), ens, keep_geometry=True)
+    ds = ImageDataset(list(table["path"]), ens, keep_geometry=True, slices=table_slices(table))
     written = 0
     for batch in make_loader(ds, min(settings["batch_size"], 16), settings["workers"], device):
         if batch["image"] is None:
@@ -577,7 +604,7 @@ def _cams(ens: Ensemble, table: pd.DataFrame, cam_class: int | None, folder: Pat
                 log.warning("image_id %r is not a plain file name; no CAM written", image_id)
                 continue
             cam = explain.normalise(explain.to_original(m, ops))
-            gray = read_item(ds.paths[i], ens.cfg.data)
+            gray = display_image(ds.paths[i], ens.cfg.data, ds.slices[i])
             explain.write_cam(folder, image_id, cam, gray if gray.shape == cam.shape else None)
             written += 1
     target = "predicted class" if cam_class is None else ens.names[cam_class]
@@ -605,8 +632,10 @@ def _metadata(ens: Ensemble, inputs: Inputs, o: Options, settings: dict, out_csv
         "decision": {"binary": "pred = score >= threshold", "multiclass": "pred = class with the highest score",
                      "multilabel": "pred_<label> = score_<label> >= threshold[label]"}[ens.task],
         "tta": o.tta, **settings,
-        "preprocessing": {"image_size": d.image_size, "window": d.window, "frame": d.frame,
-                          "geometry": "longest side resized to image_size (area), zero-padded to a square",
+        "preprocessing": {"image_size": d.image_size, "modality": d.modality, "window": d.window,
+                          "channels": d.channels, "intensity": d.intensity, "slice": d.slice, "frame": d.frame,
+                          "geometry": "longest side resized to image_size (area), padded to a square "
+                                      + ("with 0" if d.modality == "cxr" else "with the image minimum"),
                           "in_channels": ens.cfg.model.in_channels, "normalization": ens.norm},
         "input": {"kind": inputs.kind, "n_images": len(inputs.table),
                   "n_skipped_not_images": inputs.skipped, "split": o.split if inputs.kind == "npz" else None},

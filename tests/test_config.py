@@ -72,3 +72,78 @@ def test_allow_random_init_only_with_imagenet(tmp_path):
     with pytest.raises(ConfigError, match="allow_random_init"):
         load_config(p)
     assert ExperimentConfig().model.allow_random_init is False
+
+
+# ----------------------------------------------------------------------------- augmentation and modalities
+
+AUG_NAMES = ("affine", "bias_field", "coarse_dropout", "contrast", "flip", "noise", "rotate", "scale_intensity",
+             "shift_intensity", "smooth", "window_jitter", "zoom")
+
+
+@pytest.mark.parametrize("text, must_name", [
+    # an unknown augmentation: named, the nearest valid one suggested, every valid name listed
+    ("data:\n  augment:\n    preset: cxr\n    rotat: {degrees: 10}\n", ["data.augment.rotat", "did you mean 'rotate'",
+                                                                       *AUG_NAMES]),
+    # an unknown parameter of a known augmentation: named with that augmentation's parameters
+    ("data:\n  augment:\n    noise: {sigma: 0.1}\n", ["data.augment.noise.sigma", "valid: prob, std"]),
+    # a parameter out of range / of the wrong shape
+    ("data:\n  augment:\n    rotate: {degrees: 400}\n", ["data.augment.rotate.degrees", "180", "400"]),
+    ("data:\n  augment:\n    zoom: {range: [1.3, 0.7]}\n", ["data.augment.zoom.range", "low <= high"]),
+    ("data:\n  augment:\n    flip: {axes: [diagonal]}\n", ["data.augment.flip.axes", "left_right", "up_down"]),
+    ("data:\n  augment:\n    noise: {prob: 1.5}\n", ["data.augment.noise.prob", "1.5"]),
+    # an unknown preset lists the presets
+    ("data:\n  augment: chest\n", ["data.augment.preset", "'cxr'", "'ct'", "'mri'", "chest"]),
+    # window jitter without CT windows
+    ("data:\n  augment:\n    window_jitter: true\n", ["window_jitter", "modality ct"]),
+])
+def test_bad_augmentation_config_names_it_and_the_valid_choices(tmp_path, text, must_name):
+    with pytest.raises(ConfigError) as exc:
+        load_config(write(tmp_path, text))
+    for part in must_name:
+        assert part in str(exc.value)
+
+
+def test_cli_rejects_a_bad_augmentation_before_any_training(tmp_path):
+    text = (ROOT / "configs" / "ct_head.yaml").read_text().replace("preset: ct", "preset: ct\n    rotatte: {}")
+    p = write(tmp_path, text)
+    t0 = time.monotonic()
+    res = subprocess.run([sys.executable, "-m", "medrec.finetune", "--config", str(p), "--out", str(tmp_path / "run")],
+                         capture_output=True, text=True, cwd=ROOT, timeout=30)
+    assert time.monotonic() - t0 < 5
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "data.augment.rotatte" in res.stderr and "did you mean 'rotate'" in res.stderr
+    assert not (tmp_path / "run" / "folds").exists()
+
+
+def test_augment_items_override_the_preset_one_by_one(tmp_path):
+    cfg = load_config(write(tmp_path, "data:\n  augment:\n    preset: cxr\n    rotate: {degrees: 15}\n"
+                                      "    noise: false\n    smooth: true\n"))
+    items = cfg.data.augment.resolved(cfg.data.modality)
+    assert items["rotate"].degrees == 15 and items["rotate"].prob == 0.5  # prob still the preset's
+    assert "noise" not in items and "smooth" in items and items["smooth"].sigma == (0.25, 1.0)
+    assert list(items) == ["rotate", "zoom", "affine", "contrast", "smooth"]  # fixed order
+    assert "flip" not in items
+    plain = load_config(write(tmp_path, "data:\n  augment: cxr\n"))
+    assert set(plain.data.augment.resolved("cxr")) == {"rotate", "zoom", "affine", "contrast", "noise"}
+
+
+def test_preset_auto_follows_the_modality(tmp_path):
+    ct = load_config(write(tmp_path, "data:\n  modality: ct\n  channels: [brain]\n"))
+    assert "window_jitter" in ct.data.augment.resolved(ct.data.modality)
+    mri = load_config(write(tmp_path, "data:\n  modality: mri\n"))
+    assert "bias_field" in mri.data.augment.resolved(mri.data.modality)
+
+
+def test_ct_channels_set_in_channels_and_a_mismatch_is_refused(tmp_path):
+    cfg = load_config(write(tmp_path, "data:\n  modality: ct\n  channels: [brain, subdural, bone]\n"))
+    assert cfg.model.in_channels == 3 and cfg.data.num_channels == 3
+    two = load_config(write(tmp_path, "data:\n  modality: ct\n  channels: [brain, [300, 1500]]\n"))
+    assert two.model.in_channels == 2
+    with pytest.raises(ConfigError, match="model.in_channels 1 does not match data.channels"):
+        load_config(write(tmp_path, "data:\n  modality: ct\n  channels: [brain, subdural]\nmodel:\n  in_channels: 1\n"))
+    with pytest.raises(ConfigError, match="needs data.channels"):
+        load_config(write(tmp_path, "data:\n  modality: ct\n"))
+    with pytest.raises(ConfigError, match="window 'brian' unknown; valid: .*subdural"):
+        load_config(write(tmp_path, "data:\n  modality: ct\n  channels: [brian]\n"))
+    with pytest.raises(ConfigError, match="needs data.modality ct"):
+        load_config(write(tmp_path, "data:\n  channels: [brain]\n"))

@@ -1,33 +1,37 @@
-"""Random affine augmentation of a whole batch at once (collate step of the training loader).
+"""Random rotation, zoom, shift and shear of a whole batch at once (collate step of the training loader).
 
 MONAI's per-item `RandAffined` builds a sampling grid for every image and ran in series with
 the training step: on 2 CPU cores it cost 3-4% of a ResNet-18 @128 px epoch (benchmarks/README.md).
-One `affine_grid` + `grid_sample` over the batch does the same rotation / scale / shift for a
-fraction of that. Draws come from a generator seeded per (fold, epoch), so a resumed run
-augments exactly like an uninterrupted one.
+One `affine_grid` + `grid_sample` over the batch does the same for a fraction of that. The
+ranges come from `data.augment` (rotate, zoom, affine), each with its own probability. Draws
+come from a generator seeded per (fold, epoch), so a resumed run augments exactly like an
+uninterrupted one.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch.utils.data import default_collate, get_worker_info
 
-from medrec.config import DataConfig
+from medrec.config import AffineAug, DataConfig, RotateAug, ZoomAug
 
-# The ranges of the former per-item RandAffined: +-0.12 rad, +-10% scale, +-6% shift, p = 0.7.
-PROB, ROTATE, SCALE, SHIFT = 0.7, 0.12, 0.1, 0.06
+# Columns of the per-image uniform draws: a gate and the value(s) of each transform.
+_ROT_GATE, _ROT, _ZOOM_GATE, _ZOOM, _AFF_GATE, _SHIFT_X, _SHIFT_Y, _SHEAR = range(8)
 
 
 class BatchAffine:
-    """collate_fn: stack the items, then rotate/scale/shift a random subset of the batch.
+    """collate_fn: stack the items, then rotate / zoom / shift / shear a random subset of the batch.
 
-    Images arrive normalised; the border is filled with the normalised value of black (0 in
-    windowed units), as the per-item transform did before normalisation.
+    The border that a rotation or a shrink exposes is filled with each image's own minimum
+    per channel (air, the black of a windowed image), never with a value the image lacks.
     """
 
-    def __init__(self, mean: list[float], std: list[float], seed: int):
-        self.pad = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float32).view(1, -1, 1, 1)
+    def __init__(self, seed: int, rotate: RotateAug | None = None, zoom: ZoomAug | None = None,
+                 affine: AffineAug | None = None):
+        self.rotate, self.zoom, self.affine = rotate, zoom, affine
         self.seed = seed
         self.gen = torch.Generator().manual_seed(seed)
         self.worker: int | None = None
@@ -44,26 +48,52 @@ class BatchAffine:
             self.gen = torch.Generator().manual_seed(self.seed * 1000 + info.id + 1)
         return self.gen
 
+    def thetas(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(which images change (n,), their 2x3 sampling matrices (m, 2, 3)) for a batch of n."""
+        u = torch.rand(n, 8, generator=self._generator(), dtype=torch.float64)
+        sym = u * 2 - 1  # uniform in [-1, 1]
+        angle, zoom = torch.zeros(n, dtype=torch.float64), torch.ones(n, dtype=torch.float64)
+        shift, shear = torch.zeros(n, 2, dtype=torch.float64), torch.zeros(n, dtype=torch.float64)
+        chosen = torch.zeros(n, dtype=torch.bool)
+        if self.rotate is not None:
+            on = u[:, _ROT_GATE] < self.rotate.prob
+            angle = torch.where(on, sym[:, _ROT] * math.radians(self.rotate.degrees), angle)
+            chosen |= on
+        if self.zoom is not None:
+            on = u[:, _ZOOM_GATE] < self.zoom.prob
+            lo, hi = self.zoom.range
+            zoom = torch.where(on, lo + u[:, _ZOOM] * (hi - lo), zoom)
+            chosen |= on
+        if self.affine is not None:
+            on = u[:, _AFF_GATE] < self.affine.prob
+            # normalised coordinates span 2, so a shift of s image sides is 2s
+            shift = torch.where(on[:, None], sym[:, [_SHIFT_X, _SHIFT_Y]] * 2 * self.affine.shift, shift)
+            shear = torch.where(on, sym[:, _SHEAR] * self.affine.shear, shear)
+            chosen |= on
+        # theta maps output to input coordinates: rotate, shear, then divide by the zoom (> 1 magnifies).
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        rot = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)
+        sh = torch.eye(2, dtype=torch.float64).repeat(n, 1, 1)
+        sh[:, 0, 1] = shear
+        lin = rot @ sh / zoom[:, None, None]
+        theta = torch.cat([lin, shift[:, :, None]], 2)
+        return chosen, theta[chosen].float()
+
     def apply(self, x: torch.Tensor) -> torch.Tensor:
-        n = x.shape[0]
-        u = torch.rand(n, 5, generator=self._generator())
-        chosen = u[:, 4] < PROB
+        chosen, theta = self.thetas(x.shape[0])
         if not chosen.any():
             return x
-        angle = (u[chosen, 0] * 2 - 1) * ROTATE
-        scale = 1 + (u[chosen, 1] * 2 - 1) * SCALE
-        shift = (u[chosen, 2:4] * 2 - 1) * (2 * SHIFT)  # normalised coordinates span 2
-        cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-        theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
         sub = x[chosen].float()
+        pad = sub.amin(dim=(2, 3), keepdim=True)
         grid = F.affine_grid(theta.to(sub), list(sub.shape), align_corners=False)
-        pad = self.pad.to(sub)
         out = x.clone()
         out[chosen] = (F.grid_sample(sub - pad, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
                        + pad).to(x.dtype)
         return out
 
 
-def batch_augment(cfg: DataConfig, mean: list[float], std: list[float], seed: int) -> BatchAffine | None:
-    """The collate_fn for training batches, or None when `data.augment: none`."""
-    return None if cfg.augment == "none" else BatchAffine(mean, std, seed)
+def batch_augment(cfg: DataConfig, seed: int) -> BatchAffine | None:
+    """The collate_fn for training batches, or None when `data.augment` has no rotate / zoom / affine."""
+    items = cfg.augment.resolved(cfg.modality)
+    geo = {k: items.get(k) for k in ("rotate", "zoom", "affine")}
+    return BatchAffine(seed, **geo) if any(v is not None for v in geo.values()) else None

@@ -8,6 +8,8 @@ datasets and reports only ever deal with one shape:
     patient_id  pseudonymous patient id (images of one patient never straddle a split)
     <labels>    one column per label (binary: 1 column; multilabel: one per label, NaN = missing;
                 multiclass: 1 integer column)
+    slice       optional: the slice of a volume (NIfTI third axis, multi-frame DICOM frame);
+                several rows may then share a path. `data.slice: all` fills it in.
 """
 
 from __future__ import annotations
@@ -47,13 +49,20 @@ class Manifest:
         return len(self.class_names) if self.task == "multiclass" else len(self.label_columns)
 
 
-def image_id_for(path: str) -> str:
-    """A short stable id from the file name and a hash of the path (never a DICOM identifier)."""
+def image_id_for(path: str, slice_index: int | None = None) -> str:
+    """A short stable id from the file name and a hash of the path (never a DICOM identifier);
+    a slice of a volume adds `-s<k>`."""
     if NPZ_SEP in path:
         _, split, index = path.split(NPZ_SEP)
         return f"{split}-{index}"
     stem = Path(path).name.split(".")[0][:40]
-    return f"{stem}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
+    suffix = "" if slice_index is None else f"-s{slice_index}"
+    return f"{stem}{suffix}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
+
+
+def slice_of(value) -> int | None:
+    """The `slice` cell of a row as an int, or None (no column, empty cell)."""
+    return None if value is None or pd.isna(value) else int(value)
 
 
 def validate_manifest(
@@ -84,14 +93,19 @@ def validate_manifest(
         row = int(np.flatnonzero(table["patient_id"].isna().to_numpy())[0])
         raise DataError(f"{source}: row {row + 2} has no patient_id; every image needs one (use the image id if unknown)")
     table["patient_id"] = table["patient_id"].astype(str)
-    if table["path"].duplicated().any():
-        dup = table.loc[table["path"].duplicated(), "path"].iloc[0]
-        raise DataError(f"{source}: image {dup} is listed twice; each image must appear once")
+    keys = ["path", "slice"] if "slice" in table.columns else ["path"]
+    if "slice" in table.columns:
+        table["slice"] = pd.to_numeric(table["slice"], errors="coerce").astype("Int64")
+    if table.duplicated(keys).any():
+        dup = table.loc[table.duplicated(keys), "path"].iloc[0]
+        what = "image (and slice)" if len(keys) == 2 else "image"
+        raise DataError(f"{source}: {what} {dup} is listed twice; each image must appear once")
     if check_files:
         _check_files(table, source)
     class_names = _check_labels(table, task, label_columns, source, class_names)
     if "image_id" not in table.columns:
-        table["image_id"] = [image_id_for(p) for p in table["path"]]
+        slices = table["slice"] if "slice" in table.columns else [None] * len(table)
+        table["image_id"] = [image_id_for(p, None if pd.isna(k) else int(k)) for p, k in zip(table["path"], slices)]
     return Manifest(table, task, tuple(label_columns), class_names, source, data_root)
 
 

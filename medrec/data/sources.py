@@ -51,8 +51,30 @@ def load_source(cfg: DataConfig, base_dir: Path | str = ".") -> Manifest:
         table = public.load_public(cfg, where)
         root = str(Path(cfg.root).resolve()) if cfg.root else str(where if where.is_dir() else where.parent)
     labels = _label_columns(cfg, table)
+    if cfg.slice == "all":
+        table = expand_slices(table)
     return validate_manifest(table, task=cfg.task, label_columns=labels, source=str(where),
                              data_root=root, class_names=cfg.class_names)
+
+
+def expand_slices(table: pd.DataFrame) -> pd.DataFrame:
+    """`data.slice: all`: one row per slice of each volume, with the volume's patient and labels.
+
+    Rows that already name a slice (a `slice` column in the manifest) are kept as they are.
+    """
+    from medrec.io.images import count_slices
+
+    given = table["slice"] if "slice" in table.columns else pd.Series([pd.NA] * len(table), index=table.index)
+    rows = []
+    for (_, row), k in zip(table.iterrows(), given):
+        if not pd.isna(k):
+            rows.append(row.to_dict())
+            continue
+        n = 1 if NPZ_SEP in str(row["path"]) else count_slices(row["path"])
+        rows += [{**row.to_dict(), "slice": j} for j in range(n)]
+    out = pd.DataFrame(rows, columns=[*table.columns, *([] if "slice" in table.columns else ["slice"])])
+    out.attrs = dict(table.attrs)
+    return out
 
 
 def _label_columns(cfg: DataConfig, table: pd.DataFrame) -> tuple[str, ...]:

@@ -1,9 +1,18 @@
-"""MONAI transform chains built from the data config.
+"""MONAI transform chains built from the data config, per modality.
 
-The chain is split where randomness starts: `preprocess_transforms` (read, window, resize,
-cast to float16) is deterministic and cacheable; `augment_transforms` is random and runs
-every epoch; `finish_transforms` (normalise with the weights' statistics, float32 tensor)
-closes both the training and the evaluation chain.
+The chain is split where randomness starts:
+
+- `preprocess_transforms` (read, scale, resize, pad, float16) is deterministic and cacheable.
+  What it yields depends on `data.modality`: cxr, one channel in [0, 1] through `data.window`;
+  ct, Hounsfield units (the windows come later, so that they can jitter); mri, the image
+  scaled per image by `data.intensity` (z-score of the head, or percentiles to [0, 1]).
+- `augment_transforms` (training only) are the random per-image items of `data.augment`, in
+  the fixed order of `medrec.config.AUGMENT_ORDER`; rotate / zoom / affine run per batch in
+  the loader's collate step (`medrec.data.augment.BatchAffine`).
+- `window_transforms` turns CT's HU into one [0, 1] channel per window of `data.channels`
+  (with the random jitter of `augment.window_jitter` during training).
+- `finish_transforms` (float32, channels repeated to the model's `in_channels` if the data
+  has one, normalised with the network's statistics) closes both chains.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from typing import Any
 
 import numpy as np
 from monai.transforms import (
@@ -20,40 +30,109 @@ from monai.transforms import (
     MapTransform,
     NormalizeIntensityd,
     RandAdjustContrastd,
+    RandBiasFieldd,
+    RandCoarseDropoutd,
+    Randomizable,
+    RandFlipd,
     RandGaussianNoised,
+    RandGaussianSmoothd,
+    RandScaleIntensityd,
+    RandShiftIntensityd,
     RepeatChanneld,
     Resized,
     SpatialPadd,
 )
 
-from medrec.config import DataConfig
+from medrec.config import GEOMETRY_AUGMENTS, DataConfig, ExperimentConfig
 from medrec.data.manifest import NPZ_SEP
-from medrec.errors import MedrecError
+from medrec.errors import ImageError, MedrecError
 
 log = logging.getLogger(__name__)
 
 ERROR_KEY = "load_error"
+SLICE_KEY = "slice"
+# z-scores beyond this are clipped: a few extreme voxels (vessels, fat) must not set the scale.
+ZSCORE_CLIP = 5.0
 
 
-def read_item(path: str, cfg: DataConfig) -> np.ndarray:
-    """Read one image as float32 (H, W) in [0, 1], whatever its format."""
+# ----------------------------------------------------------------------------- reading
+
+
+def read_item(path: str, cfg: DataConfig, slice_index: int | None = None) -> np.ndarray:
+    """Read one image as float32 (H, W) as `data.modality` wants it (module docstring).
+
+    Args:
+        slice_index: the slice of a volume (NIfTI third axis, multi-frame DICOM frame); default
+            `data.slice` when it is a number, else the middle one.
+
+    Raises:
+        MedrecError: the file cannot be read, or does not carry the units the modality needs.
+    """
     if NPZ_SEP in path:
         from medrec.data.sources import read_npz_item
 
-        return read_npz_item(path)
+        image = read_npz_item(path)
+        return scale_intensity(image, cfg.intensity) if cfg.modality == "mri" else image
     from medrec.io.images import read_image
 
-    window = tuple(cfg.window) if isinstance(cfg.window, (list, tuple)) else cfg.window
-    array, _ = read_image(path, frame=cfg.frame, window=window)
-    return np.asarray(array, dtype=np.float32)
+    if slice_index is None and isinstance(cfg.slice, int):
+        slice_index = cfg.slice
+    if cfg.modality == "cxr":
+        window = tuple(cfg.window) if isinstance(cfg.window, (list, tuple)) else cfg.window
+        array, _ = read_image(path, frame=cfg.frame, window=window, slice_index=slice_index)
+        return np.asarray(array, dtype=np.float32)
+    array, meta = read_image(path, frame=cfg.frame, window=None, slice_index=slice_index)
+    if cfg.modality == "ct":
+        if meta.get("format") in ("png", "jpeg", "jpg"):
+            raise ImageError(f"{path}: data.modality ct needs Hounsfield units, but this is a {meta['format']} "
+                             "image; use DICOM or NIfTI CT files, or data.modality cxr for exported pictures")
+        return np.asarray(array, dtype=np.float32)
+    return scale_intensity(array, cfg.intensity)
+
+
+def scale_intensity(image: np.ndarray, how: str) -> np.ndarray:
+    """MRI: z-score over the head (foreground) or 0.5-99.5 percentile scaling to [0, 1].
+
+    The foreground is every pixel above 10% of the 0.5-99.5 percentile range, which leaves
+    out the air around the head (whose Rician noise is never exactly zero); z-scores are
+    clipped to +-ZSCORE_CLIP.
+    """
+    from medrec.io.dicom import scale_percentile
+
+    x = np.asarray(image, dtype=np.float64)
+    if how == "percentile":
+        return scale_percentile(x)
+    lo, hi = np.percentile(x, [0.5, 99.5])
+    fg = x > lo + 0.1 * (hi - lo)
+    if fg.sum() < 2:
+        fg = np.ones_like(x, dtype=bool)
+    mean, std = float(x[fg].mean()), float(x[fg].std())
+    z = (x - mean) / (std if std > 0 else 1.0)
+    return np.clip(z, -ZSCORE_CLIP, ZSCORE_CLIP).astype(np.float32)
+
+
+def display_image(path: str, cfg: DataConfig, slice_index: int | None = None) -> np.ndarray:
+    """The image as the network's preprocessing sees it, before resizing, as one (H, W) channel in
+    [0, 1] for people to look at: cxr as windowed; ct through its first window of `data.channels`;
+    mri z-scores from -3 to +3 SD (or its percentile scaling)."""
+    image = read_item(path, cfg, slice_index)
+    if cfg.modality == "ct":
+        from medrec.io.dicom import apply_window
+
+        c, w = window_values(cfg.channels)[0]
+        return apply_window(image, c, max(w, 1.0))
+    if cfg.modality == "mri" and cfg.intensity == "zscore":
+        return np.clip((image + 3.0) / 6.0, 0.0, 1.0).astype(np.float32)
+    return image
 
 
 class LoadItemd(MapTransform):
-    """Replace the path under `key` by a (1, H, W) float32 image in [0, 1].
+    """Replace the path under `key` by a (1, H, W) float32 image (`read_item`).
 
     With `skip_bad`, a file that cannot be read becomes a 1x1 placeholder and the reason is
     kept under `load_error`, so one bad image in ten thousand does not end a long job: the
     caller drops such items before splitting and lists them in the run's errors.csv.
+    A `slice` entry in the item picks the slice of a volume.
     """
 
     def __init__(self, key: str, cfg: DataConfig):
@@ -63,8 +142,10 @@ class LoadItemd(MapTransform):
     def __call__(self, data: dict) -> dict:
         d = dict(data)
         key = self.keys[0]
+        k = d.get(SLICE_KEY)
+        k = None if k is None or (isinstance(k, float) and np.isnan(k)) or int(k) < 0 else int(k)
         try:
-            d[key] = read_item(str(d[key]), self.cfg)[None]
+            d[key] = read_item(str(d[key]), self.cfg, k)[None]
         except MedrecError as exc:
             if not self.cfg.skip_bad_images:
                 raise
@@ -72,33 +153,126 @@ class LoadItemd(MapTransform):
         return d
 
 
+class _PadOffsetd(MapTransform):
+    """Subtract (`restore=False`) or add back the image's minimum, so that the zero padding that
+    follows fills with the darkest value of the image (air in HU, the background of a z-scored
+    MRI) rather than with 0 (water in HU, the mean of the head in z-scores)."""
+
+    def __init__(self, key: str, restore: bool):
+        super().__init__([key])
+        self.restore = restore
+
+    def __call__(self, data: dict) -> dict:
+        d, key = dict(data), self.keys[0]
+        if self.restore:
+            d[key] = d[key] + d.pop("pad_offset")
+        else:
+            d["pad_offset"] = float(d[key].min())
+            d[key] = d[key] - d["pad_offset"]
+        return d
+
+
 def preprocess_transforms(cfg: DataConfig) -> Compose:
     """Deterministic part of the chain: what the cache stores (float16 at the target size)."""
     size = cfg.image_size
-    return Compose([
-        LoadItemd("image", cfg),
-        # Keep the aspect ratio: fit the longest side, then pad, so anatomy is not stretched.
-        Resized("image", spatial_size=size, size_mode="longest", mode="area"),
-        SpatialPadd("image", spatial_size=(size, size)),
-        CastToTyped("image", dtype=np.float16),
-    ])
+    # Keep the aspect ratio: fit the longest side, then pad, so anatomy is not stretched.
+    geometry = [Resized("image", spatial_size=size, size_mode="longest", mode="area"),
+                SpatialPadd("image", spatial_size=(size, size))]
+    if cfg.modality != "cxr":
+        geometry = [_PadOffsetd("image", restore=False), *geometry, _PadOffsetd("image", restore=True)]
+    # float16 keeps integer HU exactly up to 2048 and to 2 HU up to 4096, ample for any window.
+    return Compose([LoadItemd("image", cfg), *geometry, CastToTyped("image", dtype=np.float16)])
 
 
-def augment_transforms(cfg: DataConfig) -> list:
-    """Per-image random intensity augmentations ("standard"); no flips (left-right anatomy matters
-    on chest films). The random affine of "light" and "standard" runs per batch:
-    `medrec.data.augment.BatchAffine`, the training loader's collate step."""
-    if cfg.augment != "standard":
+# ----------------------------------------------------------------------------- CT windows
+
+
+def window_values(channels: tuple) -> list[tuple[float, float]]:
+    """(center, width) of each entry of `data.channels` (preset names or [center, width])."""
+    from medrec.io.dicom import WINDOW_PRESETS
+
+    return [WINDOW_PRESETS[w] if isinstance(w, str) else (float(w[0]), float(w[1])) for w in channels]
+
+
+class WindowStackd(Randomizable, MapTransform):
+    """(1, H, W) Hounsfield units -> (C, H, W) in [0, 1], one DICOM LINEAR window per channel.
+
+    With `jitter` (training), each window's center moves by up to +-jitter.center HU and its
+    width by up to +-jitter.width relative, independently per channel, with probability
+    jitter.prob per image: the HU are still there, so the jitter is exact, not an
+    approximation on an already clipped image.
+    """
+
+    def __init__(self, key: str, windows: list[tuple[float, float]], jitter: Any = None):
+        MapTransform.__init__(self, [key])
+        self.windows, self.jitter = list(windows), jitter
+        self._draw: list[tuple[float, float]] = self.windows
+
+    def randomize(self, data: Any = None) -> None:
+        j = self.jitter
+        if j is None or self.R.random_sample() >= j.prob:
+            self._draw = self.windows
+            return
+        self._draw = [(c + self.R.uniform(-j.center, j.center), w * (1 + self.R.uniform(-j.width, j.width)))
+                      for c, w in self.windows]
+
+    def __call__(self, data: dict) -> dict:
+        from medrec.io.dicom import apply_window
+
+        d, key = dict(data), self.keys[0]
+        self.randomize()
+        hu = np.asarray(d[key], dtype=np.float32)[0]
+        d[key] = np.stack([apply_window(hu, c, max(w, 1.0)) for c, w in self._draw])
+        return d
+
+
+def window_transforms(cfg: DataConfig, *, train: bool) -> list:
+    """CT: the window stack (jittered when training and `augment.window_jitter` is on); else nothing."""
+    if cfg.modality != "ct":
         return []
-    return [RandAdjustContrastd("image", prob=0.3, gamma=(0.8, 1.25)),
-            RandGaussianNoised("image", prob=0.2, std=0.02)]
+    jitter = cfg.augment.resolved(cfg.modality).get("window_jitter") if train else None
+    return [WindowStackd("image", window_values(cfg.channels), jitter)]
+
+
+# ----------------------------------------------------------------------------- augmentation
+
+
+def augment_transforms(cfg: DataConfig) -> tuple[list, list]:
+    """The per-image random items of `data.augment`: (spatial, intensity) MONAI transforms.
+
+    The CT windows go between the two; rotate / zoom / affine run per batch (BatchAffine).
+    """
+    items = cfg.augment.resolved(cfg.modality)
+    size = cfg.image_size
+    spatial, intensity = [], []
+    if "flip" in items:
+        f = items["flip"]
+        # (C, H, W) images: spatial axis 0 runs top to bottom, axis 1 left to right.
+        spatial += [RandFlipd("image", prob=f.prob, spatial_axis={"up_down": 0, "left_right": 1}[a]) for a in f.axes]
+    makers = {
+        "bias_field": lambda a: RandBiasFieldd("image", degree=a.degree, coeff_range=a.coeff, prob=a.prob),
+        "contrast": lambda a: RandAdjustContrastd("image", gamma=a.gamma, prob=a.prob),
+        "scale_intensity": lambda a: RandScaleIntensityd("image", factors=a.factor, prob=a.prob),
+        "shift_intensity": lambda a: RandShiftIntensityd("image", offsets=a.offset, prob=a.prob),
+        "smooth": lambda a: RandGaussianSmoothd("image", sigma_x=a.sigma, sigma_y=a.sigma, prob=a.prob),
+        "noise": lambda a: RandGaussianNoised("image", std=a.std, prob=a.prob),
+        "coarse_dropout": lambda a: RandCoarseDropoutd("image", holes=a.holes, prob=a.prob, fill_value=a.fill,
+                                                       spatial_size=max(1, round(a.size * size))),
+    }
+    for name, item in items.items():
+        if name in makers:
+            intensity.append(makers[name](item))
+        else:
+            assert name in GEOMETRY_AUGMENTS or name in ("flip", "window_jitter"), name
+    # float32 first: gamma and noise on float16 lose precision.
+    return [CastToTyped("image", dtype=np.float32), *spatial], intensity
 
 
 def finish_transforms(mean: list[float], std: list[float], in_channels: int) -> list:
-    """Float32, replicate channels if the model takes k > 1, normalise with the weights' statistics."""
+    """Float32, repeat a single channel if the model takes k > 1, normalise with the given statistics."""
     chain: list = [CastToTyped("image", dtype=np.float32)]
     if in_channels > 1:
-        chain.append(RepeatChanneld("image", repeats=in_channels))
+        chain.append(_RepeatSingleChanneld("image", in_channels))
     chain += [
         NormalizeIntensityd("image", subtrahend=np.asarray(mean, np.float32), divisor=np.asarray(std, np.float32),
                             channel_wise=True),
@@ -107,16 +281,46 @@ def finish_transforms(mean: list[float], std: list[float], in_channels: int) -> 
     return chain
 
 
+class _RepeatSingleChanneld(MapTransform):
+    """A 1-channel image repeated to the model's k channels; a k-channel image (CT windows) as is."""
+
+    def __init__(self, key: str, k: int):
+        super().__init__([key])
+        self.k, self.repeat = k, RepeatChanneld(key, repeats=k)
+
+    def __call__(self, data: dict) -> dict:
+        return self.repeat(data) if data[self.keys[0]].shape[0] == 1 else dict(data)
+
+
 def train_transforms(cfg: DataConfig, mean: list[float], std: list[float], in_channels: int) -> Compose:
-    return Compose(augment_transforms(cfg) + finish_transforms(mean, std, in_channels))
+    """Per-image training chain: spatial items, CT windows, intensity items, finish."""
+    spatial, intensity = augment_transforms(cfg)
+    return Compose(spatial + window_transforms(cfg, train=True) + intensity + finish_transforms(mean, std, in_channels))
 
 
-def eval_transforms(mean: list[float], std: list[float], in_channels: int) -> Compose:
-    return Compose(finish_transforms(mean, std, in_channels))
+def eval_transforms(cfg: DataConfig, mean: list[float], std: list[float], in_channels: int) -> Compose:
+    """Evaluation chain: CT windows (no jitter) and finish."""
+    return Compose(window_transforms(cfg, train=False) + finish_transforms(mean, std, in_channels))
+
+
+def input_normalization(cfg: ExperimentConfig) -> tuple[list[float], list[float]]:
+    """Per-channel (mean, std) the network's inputs are normalised with.
+
+    The pretrained network's statistics (`medrec.models.adapt.normalization`) for images in
+    [0, 1]; an MRI already z-scored per image is fed as is (mean 0, std 1).
+    """
+    from medrec.models.adapt import normalization
+    from medrec.models.specs import get_spec
+
+    k = cfg.model.in_channels
+    if cfg.data.modality == "mri" and cfg.data.intensity == "zscore":
+        return [0.0] * k, [1.0] * k
+    mean, std = normalization(get_spec(cfg.model.arch), k)
+    return list(mean), list(std)
 
 
 def preprocess_hash(cfg: DataConfig) -> str:
     """Hash of every setting that changes cached pixels, so a stale cache is never reused."""
-    keys = ("image_size", "window", "frame", "source")
-    blob = json.dumps({k: getattr(cfg, k) for k in keys} | {"version": 1}, sort_keys=True, default=str)
+    keys = ("image_size", "window", "frame", "source", "modality", "intensity", "slice")
+    blob = json.dumps({k: getattr(cfg, k) for k in keys} | {"version": 2}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

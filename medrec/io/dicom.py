@@ -30,6 +30,7 @@ WINDOW_PRESETS: dict[str, tuple[float, float]] = {
     "mediastinum": (50.0, 350.0),
     "bone": (400.0, 1800.0),
     "brain": (40.0, 80.0),
+    "subdural": (80.0, 200.0),
     "soft_tissue": (40.0, 400.0),
     "abdomen": (50.0, 400.0),
 }

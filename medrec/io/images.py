@@ -55,6 +55,7 @@ __all__ = [
     "read_image",
     "read_png_jpeg",
     "read_nifti",
+    "count_slices",
 ]  # LoadMedicalImaged is left out so that `import *` does not import MONAI
 
 log = logging.getLogger(__name__)
@@ -79,8 +80,9 @@ def read_image(
         frame: DICOM multi-frame frame, or NIfTI 4-D volume; default the middle one.
         window: None (raw / modality units), "auto", "minmax", "percentile", a preset
             name or (center, width); with a window the output is in [0, 1].
-        slice_index: NIfTI slice along the third axis; default the middle one.
-            Ignored for DICOM and PNG/JPEG, so that one config serves every format.
+        slice_index: the slice of a volume: NIfTI third axis, or the frame of a multi-frame
+            DICOM file (then `frame` is ignored); default the middle one. Ignored for
+            PNG/JPEG, so that one config serves every format.
 
     Raises:
         DicomError: an unreadable DICOM file; ImageError (a DicomError) for the others.
@@ -94,12 +96,37 @@ def read_image(
     if name.endswith(NIFTI_SUFFIXES):
         return read_nifti(path, slice_index=slice_index, frame=frame, window=window)
     if _looks_like_dicom(path):
-        return read_dicom(path, frame=frame, window=window)
+        return read_dicom(path, frame=frame if slice_index is None else slice_index, window=window)
     raise ImageError(
         f"{path}: unsupported file type '{path.suffix}'; supported: DICOM "
         f"({', '.join(s or 'no suffix' for s in DICOM_SUFFIXES)}), "
         f"{', '.join(PIL_SUFFIXES + NIFTI_SUFFIXES)}"
     )
+
+
+def count_slices(path: str | Path) -> int:
+    """Number of 2-D slices `read_image(path, slice_index=k)` can read: the third axis of a NIfTI
+    volume, the frames of a multi-frame DICOM file, 1 for anything else.
+
+    Reads headers only. A file that cannot be read counts as 1, so that reading it later reports
+    the real error (and `skip_bad_images` can skip it).
+    """
+    path = Path(path)
+    name = path.name.lower()
+    try:
+        if name.endswith(NIFTI_SUFFIXES):
+            import nibabel as nib
+
+            shape = nib.load(str(path)).shape
+            return int(shape[2]) if len(shape) >= 3 else 1
+        if not name.endswith(PIL_SUFFIXES) and _looks_like_dicom(path):
+            import pydicom
+
+            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["NumberOfFrames"])
+            return max(1, int(getattr(ds, "NumberOfFrames", 1) or 1))
+    except Exception as exc:  # the later read reports it properly
+        log.debug("%s: cannot count slices (%s); counted as one", path, exc)
+    return 1
 
 
 def _looks_like_dicom(path: Path) -> bool:

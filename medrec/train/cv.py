@@ -71,9 +71,8 @@ def check_model_fits(cfg: ExperimentConfig) -> dict:
 def run(cfg: ExperimentConfig, run_dir: Path, *, base_dir: Path, only_fold: int | None = None,
         progress=None) -> dict:
     """Train every fold that is not done yet, then merge predictions and build the report."""
-    from medrec.models.adapt import normalization
+    from medrec.data.transforms import input_normalization
     from medrec.models.build import build_model
-    from medrec.models.specs import get_spec
 
     start = time.time()
     device = dist.local_device(cfg.train.device)
@@ -82,9 +81,11 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, base_dir: Path, only_fold: int 
     arch = check_model_fits(cfg)
     # Resolve the weights first: a missing file should stop the run in seconds, not after caching.
     _, provenance = build_model(cfg.model, num_outputs=1)
-    mean, std = normalization(get_spec(cfg.model.arch), cfg.model.in_channels)
+    mean, std = input_normalization(cfg)
     manifest, base, splits = prepare_data(cfg, run_dir, base_dir)
     info = runinfo.start(run_dir, cfg, manifest, provenance, device)
+    if dist.is_main() and not (run_dir / "preview.png").exists():
+        write_preview(cfg, manifest, base, splits, run_dir, mean, std)
     ctx = FoldContext(cfg, manifest, base, run_dir, device, {"mean": list(mean), "std": list(std)}, arch,
                       provenance, model_cfg=_resolved_model_cfg(cfg, provenance), progress=progress,
                       extra={"tb": runinfo.tensorboard(run_dir), "mlflow": runinfo.mlflow_run(cfg, run_dir)})
@@ -106,6 +107,18 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, base_dir: Path, only_fold: int 
 
         mlflow.end_run()
     return finalize(run_dir, cfg, splits, info, time.time() - start)
+
+
+def write_preview(cfg: ExperimentConfig, manifest: Manifest, base, splits: list[Split], run_dir: Path,
+                  mean: list[float], std: list[float]) -> None:
+    """`preview.png`: 16 training images of the first fold, preprocessed and augmented (medrec.preview)."""
+    from medrec.preview import preview_from_base
+
+    try:
+        preview_from_base(cfg, manifest, base, splits[0].train, run_dir / "preview.png", seed=cfg.seed,
+                          mean=mean, std=std)
+    except Exception as exc:  # a picture for the user must never cost the run
+        log.warning("preview.png not written: %s: %s", type(exc).__name__, exc)
 
 
 def _resolved_model_cfg(cfg: ExperimentConfig, provenance: dict):

@@ -108,7 +108,8 @@ def _setup(ctx: FoldContext, split: Split):
     loss_fn = _make_loss(cfg, labels[split.train], ctx.device)
     train_ds = FoldDataset(ctx.base, split.train, train_transforms(cfg.data, ctx.norm["mean"], ctx.norm["std"],
                                                                    cfg.model.in_channels))
-    val_ds = FoldDataset(ctx.base, split.val, eval_transforms(ctx.norm["mean"], ctx.norm["std"], cfg.model.in_channels))
+    val_ds = FoldDataset(ctx.base, split.val, eval_transforms(cfg.data, ctx.norm["mean"], ctx.norm["std"],
+                                                              cfg.model.in_channels))
     val_loader = DataLoader(val_ds, batch_size=cfg.train.batch_size, shuffle=False, **_loader_kwargs(cfg))
     optimizer = _make_optimizer(cfg, param_groups(dist.unwrap(model), cfg.model, cfg.train.lr))
     steps = math.ceil(len(train_ds) / dist.world_size() / cfg.train.batch_size)
@@ -177,7 +178,7 @@ def _train_loader(ctx: FoldContext, train_ds: FoldDataset, epoch_seed: int) -> D
     if isinstance(sampler, DistributedSampler):  # its order depends only on the seed: safe to record
         ctx.extra.setdefault("seen", []).append([int(train_ds.indices[i]) for i in sampler])
     # MONAI's DataLoader seeds the random transforms from `generator` (workers or not).
-    collate = batch_augment(cfg.data, ctx.norm["mean"], ctx.norm["std"], epoch_seed)
+    collate = batch_augment(cfg.data, epoch_seed)
     extra = {"collate_fn": collate} if collate is not None else {}
     return DataLoader(train_ds, batch_size=cfg.train.batch_size, sampler=sampler, generator=gen,
                       drop_last=len(train_ds) > cfg.train.batch_size, **_loader_kwargs(cfg), **extra)
@@ -250,7 +251,7 @@ def precise_bn(ctx: FoldContext, model, train_indices: np.ndarray) -> None:
     if n_batches == 0 or not bns:
         return
     ds = FoldDataset(ctx.base, np.sort(train_indices),
-                     eval_transforms(ctx.norm["mean"], ctx.norm["std"], cfg.model.in_channels))
+                     eval_transforms(cfg.data, ctx.norm["mean"], ctx.norm["std"], cfg.model.in_channels))
     loader = DataLoader(ds, batch_size=cfg.train.batch_size, shuffle=False, **_loader_kwargs(cfg))
     momenta = [m.momentum for m in bns]
     for m in bns:
@@ -362,6 +363,8 @@ def oof_rows(manifest: Manifest, val: dict, split: Split) -> pd.DataFrame:
     t = manifest.table.iloc[val["index"]]
     rows = pd.DataFrame({"path": t["path"].to_numpy(), "image_id": t["image_id"].to_numpy(),
                          "patient_id": t["patient_id"].to_numpy(), "fold": split.fold, "repeat": split.repeat})
+    if "slice" in t.columns:  # the slice of a volume (data.slice: all, or a manifest's slice column)
+        rows.insert(2, "slice", t["slice"].to_numpy())
     scores = val["scores"].reshape(len(rows), -1)
     if manifest.task == "binary":
         rows["label"] = t[manifest.label_columns[0]].to_numpy()
