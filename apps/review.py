@@ -64,17 +64,25 @@ def _store(path: str) -> VerdictStore:
 
 
 @st.cache_data(show_spinner=False, max_entries=48)
-def _display(path: str, mtime_ns: int, size: int, max_side: int) -> C.DisplayImage:
-    # Keyed by path + mtime + size: a rewritten file is read again, an unchanged one never is.
-    return C.prepare_display(path, max_side)
+def _display(
+    path: str, mtime_ns: int, size: int, max_side: int, slice_index: int | None, frame: int | None
+) -> C.DisplayImage:
+    # Keyed by path + mtime + size: a rewritten file is read again, an unchanged one never is;
+    # and by slice: the slices of one volume share a path.
+    return C.prepare_display(path, max_side, slice_index=slice_index, frame=frame)
 
 
-def _display_for(path: Path, max_side: int) -> C.DisplayImage:
-    return _display(*C.file_stamp(path), max_side)
+def _display_for(run: C.Run, path: Path, row: pd.Series, max_side: int) -> C.DisplayImage:
+    """The display image of a case whose file `path` is already resolved (its slice of a volume)."""
+    return _display(*C.file_stamp(path), max_side, C.case_slice(run, row.get("slice")), C.case_frame(run))
 
 
 def _stamp(run_dir: str, predictions: str | None) -> tuple:
-    files = [Path(run_dir) / "run.json", Path(predictions) if predictions else Path(run_dir) / C.OOF_CSV]
+    files = [
+        Path(run_dir) / "run.json",
+        Path(run_dir) / "config.yaml",
+        Path(predictions) if predictions else Path(run_dir) / C.OOF_CSV,
+    ]
     return tuple((str(f), f.stat().st_mtime_ns) for f in files if f.exists())
 
 
@@ -289,13 +297,13 @@ def _viewer(run: C.Run, row: pd.Series, target: str, controls) -> C.DisplayImage
         return None
     zoom = float(st.session_state.get("zoom", 1.0))
     try:
-        img = _display_for(path, min(ZOOM_MAX_SIDE, int(MAX_SIDE * zoom)))
+        img = _display_for(run, path, row, min(ZOOM_MAX_SIDE, int(MAX_SIDE * zoom)))
         cam = C.load_cam(run, str(row["image_id"]), target)
     except (MedrecError, OSError, ValueError) as exc:
         st.error(f"Cannot read this case's image: {exc}")
         return None
     with controls:
-        center, width = _window_controls(img, str(row["image_id"]))
+        center, width = _window_controls(img, str(row["image_id"]), C.run_windows(run))
         # A preference that holds across cases; cases without a map show the plain image.
         show_cam = st.toggle(
             "Grad-CAM overlay", value=True, key="cam_on", help="shown where medrec.predict saved a map"
@@ -324,18 +332,27 @@ def _viewer(run: C.Run, row: pd.Series, target: str, controls) -> C.DisplayImage
     note = "" if img.scale == 1 else f" · shown at {img.pixels.shape[1]}×{img.pixels.shape[0]}"
     cam_note = "" if cam is not None else " · no Grad-CAM map for this case"
     lo, hi = float(img.pixels.min()), float(img.pixels.max())
-    st.caption(f"{w}×{h} px{note} · values {lo:g} to {hi:g} · window C {center:g} / W {width:g}{cam_note}")
+    where = C.slice_caption(img.meta, C.case_slice(run, row.get("slice")))
+    where = f"{where} · " if where else ""
+    st.caption(f"{where}{w}×{h} px{note} · values {lo:g} to {hi:g} · window C {center:g} / W {width:g}{cam_note}")
     return img
 
 
-def _window_controls(img: C.DisplayImage, case_key: str) -> tuple[float, float]:
-    presets = {"auto": C.auto_window(img.pixels, img.meta)}
+def _window_controls(
+    img: C.DisplayImage, case_key: str, run_windows: dict[str, tuple[float, float]]
+) -> tuple[float, float]:
+    """Window preset and center/width sliders. A CT run's own windows (data.channels) come
+    first and the first is the default, as the network saw the image through it; other runs
+    default to "auto" (the file's window, else a percentile range)."""
+    presets = dict(run_windows)
+    presets["auto"] = C.auto_window(img.pixels, img.meta)
     fw = C.file_window(img.meta)
     if fw:
         presets["file window"] = fw
-    presets.update(C.window_presets())
+    known = set(run_windows.values())
+    presets.update({k: v for k, v in C.window_presets().items() if v not in known})
     if st.session_state.get("preset") not in presets:
-        st.session_state["preset"] = "auto"
+        st.session_state["preset"] = next(iter(presets))
     preset = st.selectbox("Window", list(presets), key="preset")
     c0, width0 = presets[preset]
     lo, hi = float(img.pixels.min()), float(img.pixels.max())
@@ -569,7 +586,8 @@ def _prefetch(run: C.Run, shown: pd.DataFrame, pos: int) -> None:
     if pos + 1 >= len(shown):
         return
     try:
-        _display_for(C.case_path(run, shown.iloc[pos + 1]["path"]), MAX_SIDE)
+        nxt = shown.iloc[pos + 1]
+        _display_for(run, C.case_path(run, nxt["path"]), nxt, MAX_SIDE)
     except (MedrecError, OSError, ValueError):
         pass  # the error is shown when that case is opened
 

@@ -2,7 +2,9 @@
 
 Inputs: RUN/oof_predictions.csv, RUN/run.json and RUN/config.yaml. No model, no GPU and no
 torch: the out-of-fold predictions hold everything the evaluation needs, so a report can be
-rebuilt (or re-thresholded by editing eval.* in config.yaml) on any machine.
+rebuilt (or re-thresholded by editing eval.* in config.yaml) on any machine. (The worst-case
+thumbnails of CT and MRI runs go through medrec.data.transforms, which imports MONAI and so
+torch; radiograph runs do not.)
 
 metrics.json is canonical: sorted keys, floats rounded to 6 decimals, NaN written as null and a
 seeded bootstrap, so two identical runs give byte-identical files once the fields under
@@ -438,44 +440,84 @@ def worst_cases(run: Run, ev: dict, n: int) -> list[dict]:
                 dest += [(i, name, oof.score[i, j], ev["thresholds"][i, j]) for i in np.flatnonzero(rows)]
         sections = [("Worst false positives (highest scores)", sorted(fps, key=lambda r: -r[2])),
                     ("Worst false negatives (lowest scores)", sorted(fns, key=lambda r: r[2]))]
-    return [{"title": title, "cases": _pick(rows, n, t, ids, oof)} for title, rows in sections]
+    return [{"title": title, "cases": _pick(rows, n, t, ids, oof, run.cfg.data)} for title, rows in sections]
 
 
-def _pick(rows: list, n: int, table, ids: np.ndarray, oof: OOF) -> list[dict]:
+def _pick(rows: list, n: int, table, ids: np.ndarray, oof: OOF, data_cfg=None) -> list[dict]:
     seen, out = set(), []
     paths = table["path"].astype(str).to_numpy()
+    slices = _slices(table)
     for i, label, score, thr in rows:
-        if (paths[i], label) in seen:  # the same image in another repeat
+        # The same image in another repeat; slices of one volume share a path but are different images.
+        key = (paths[i], slices[i], label)
+        if key in seen:
             continue
-        seen.add((paths[i], label))
+        seen.add(key)
         out.append({"image_id": ids[i], "label": label, "score": float(score),
                     "threshold": None if thr is None else float(thr), "fold": int(oof.fold[i]),
-                    "repeat": int(oof.repeat[i]), "thumbnail": thumbnail(paths[i], ids[i])})
+                    "repeat": int(oof.repeat[i]),
+                    "thumbnail": thumbnail(paths[i], ids[i], data_cfg=data_cfg, slice_index=slices[i])})
         if len(out) == n:
             break
     return out
 
 
-def thumbnail(path: str, image_id: str, size: int = 160) -> str | None:
+def _slices(table) -> list[int | None]:
+    """The `slice` column as ints, None where there is none (no column, empty, or -1: the default slice)."""
+    if "slice" not in table.columns:
+        return [None] * len(table)
+    import pandas as pd
+
+    values = pd.to_numeric(table["slice"], errors="coerce").to_numpy(dtype=float)
+    return [int(v) if np.isfinite(v) and v >= 0 else None for v in values]
+
+
+def thumbnail(
+    path: str, image_id: str, size: int = 160, *, data_cfg=None, slice_index: int | None = None
+) -> str | None:
     """A base64 PNG thumbnail of the image, or None if it cannot be read.
 
-    Reading goes through `medrec.io.images.read_image(path, window="auto")` (npz references
-    through `medrec.data.sources.read_npz_item`), imported here so that a report never depends
-    on the image readers being importable.
+    With the run's data config (`cfg.data`) the image looks as the network's preprocessing saw
+    it, through `medrec.data.transforms.display_image`: CT through its first window of
+    data.channels, MRI z-scores from -3 to +3 SD, radiographs through data.window. Without a
+    config, or when that fails, `medrec.io.images.read_image(path, window="auto")` (npz
+    references through `medrec.data.sources.read_npz_item`). `slice_index` picks the slice of a
+    volume (default data.slice when it is a number, else the middle one). Readers are imported
+    here so that a report never depends on them being importable.
     """
     try:
-        if "::" in path:
-            from medrec.data.sources import read_npz_item
-
-            arr = read_npz_item(path)
-        else:
-            from medrec.io.images import read_image
-
-            arr, _ = read_image(path, window="auto")
-        return _encode_png(_to_uint8(np.asarray(arr, dtype=float)), size)
+        return _encode_png(_to_uint8(np.asarray(_thumbnail_pixels(path, data_cfg, slice_index), dtype=float)), size)
     except Exception as exc:  # noqa: BLE001 - a thumbnail must never stop a report; decoders raise anything
         log.info("thumbnail unavailable for image %s (%s)", image_id, type(exc).__name__)
         return None
+
+
+def _thumbnail_pixels(path: str, data_cfg, slice_index: int | None) -> np.ndarray:
+    if slice_index is None and data_cfg is not None and isinstance(data_cfg.slice, int):
+        slice_index = data_cfg.slice
+    if data_cfg is not None and data_cfg.modality != "cxr":
+        try:
+            # medrec.data.transforms imports MONAI (and torch): only CT and MRI runs need it here.
+            from medrec.data.transforms import display_image
+
+            return display_image(path, data_cfg, slice_index)
+        except Exception as exc:  # noqa: BLE001 - fall back to the plain reader below
+            log.info("thumbnail of %s: %s preprocessing failed (%s); shown with window auto",
+                     Path(path).name, data_cfg.modality, type(exc).__name__)
+    if "::" in path:
+        from medrec.data.sources import read_npz_item
+
+        return read_npz_item(path)
+    from medrec.io.images import read_image
+
+    window, frame = "auto", None
+    if data_cfg is not None and data_cfg.modality == "cxr":
+        # display_image of a radiograph is exactly this read through data.window; done here
+        # directly so that a cxr report does not import MONAI and torch.
+        window = tuple(data_cfg.window) if isinstance(data_cfg.window, (list, tuple)) else data_cfg.window
+        frame = data_cfg.frame
+    arr, _ = read_image(path, frame=frame, window=window, slice_index=slice_index)
+    return arr
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
@@ -560,7 +602,32 @@ def header_rows(run: Run, doc: dict) -> list[tuple[str, str]]:
         ("Images / patients / rows", f"{data['n_images']} / {_fmt(data['n_patients'])} / {data['n_rows']}"),
         ("Folds × repeats", f"{data['n_folds']} × {data['n_repeats']}"),
         ("Resampling unit", "patient" if doc["bootstrap"]["unit"] == "patient" else "image (no patient ids)"),
+        ("Preprocessing", preprocessing_text(run.cfg.data)),
     ]
+
+
+def preprocessing_text(data) -> str:
+    """One line saying how images were preprocessed: modality, CT windows (C/W) or MRI intensity
+    scaling or the radiograph window, which slice of a volume, input size."""
+    parts = [f"modality {data.modality}"]
+    if data.modality == "ct" and data.channels:
+        from medrec.io.dicom import WINDOW_PRESETS
+
+        windows = []
+        for i, w in enumerate(data.channels, 1):
+            name, (c, width) = (w, WINDOW_PRESETS[w]) if isinstance(w, str) else (f"window {i}", w)
+            windows.append(f"{name} ({c:g}/{width:g})")
+        parts.append(f"CT windows (C/W): {', '.join(windows)}")
+    elif data.modality == "mri":
+        parts.append(f"intensity {data.intensity}")
+    else:
+        w = data.window
+        parts.append(f"window {'C/W ' + '/'.join(f'{v:g}' for v in w) if isinstance(w, (list, tuple)) else w}")
+    parts.append({"middle": "middle slice", "all": "all slices"}.get(data.slice, f"slice {data.slice}"))
+    if data.frame is not None:
+        parts.append(f"frame {data.frame}")
+    parts.append(f"{data.image_size} px")
+    return " · ".join(parts)
 
 
 def _threshold_text(doc: dict) -> str:

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medrec.errors import CheckpointError, DataError, ImageError
+from medrec.config import DataConfig, load_config
+from medrec.errors import CheckpointError, DataError, ImageError, MedrecError
 from medrec.io.images import WINDOW_PRESETS, apply_window, read_image
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ class Run:
     cam_dirs: tuple[Path, ...]
     predictions_path: Path
     cases: pd.DataFrame = field(repr=False)
+    data_cfg: DataConfig | None = None  # the run's config.yaml `data` section, if readable
 
     @property
     def name(self) -> str:
@@ -144,7 +146,21 @@ def load_run(run_dir: str | Path, predictions: str | Path | None = None) -> Run:
         cam_dirs=tuple(dict.fromkeys(cam_dirs)),
         predictions_path=pred_path,
         cases=cases,
+        data_cfg=_data_config(run_dir),
     )
+
+
+def _data_config(run_dir: Path) -> DataConfig | None:
+    """The run's data config (modality, CT windows, slice), or None: older runs and copied
+    folders may lack config.yaml, and the review works without it (generic windows)."""
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return None
+    try:
+        return load_config(path).data
+    except (MedrecError, OSError) as exc:
+        log.warning("%s: cannot read the run's config (%s); reviewing without its preprocessing", path, exc)
+        return None
 
 
 def _guess_task(raw: pd.DataFrame) -> str:
@@ -201,12 +217,18 @@ def _spread_column(raw: pd.DataFrame, suffix: str) -> str | None:
 
 
 def _cases(raw: pd.DataFrame, task: str, targets: Sequence[str], pred_path: Path) -> pd.DataFrame:
-    """One row per image: path, image_id, fold, then per target `score_<t>`, `label_<t>`, `spread_<t>`."""
+    """One row per image (a slice of a volume is an image): path, slice (NaN: the default slice),
+    image_id, fold, then per target `score_<t>`, `label_<t>`, `spread_<t>`."""
     if "path" not in raw.columns:
         raise DataError(f"{pred_path}: no 'path' column; found {', '.join(raw.columns)}")
     df = raw.copy()
+    # The slice of a volume (empty or -1: the default slice); slices of one volume share a path.
+    slices = pd.to_numeric(df["slice"], errors="coerce") if "slice" in df.columns else pd.Series(np.nan, df.index)
+    df["slice"] = slices.where(slices >= 0)
     if "image_id" not in df.columns:
-        df["image_id"] = [Path(str(p)).name for p in df["path"]]
+        df["image_id"] = [
+            Path(str(p)).name + ("" if pd.isna(k) else f"-s{int(k)}") for p, k in zip(df["path"], df["slice"])
+        ]
     df["image_id"] = df["image_id"].astype(str)
     if "repeat" not in df.columns:
         df["repeat"] = 0
@@ -236,7 +258,7 @@ def _cases(raw: pd.DataFrame, task: str, targets: Sequence[str], pred_path: Path
                 out[f"label_{t}"] = np.nan
             spread = _spread_column(df, f"_{t}")
             out[f"spread_{t}"] = df[spread].astype(float) if spread else np.nan
-    for col in ("image_id", "path", "fold", "repeat"):
+    for col in ("image_id", "path", "slice", "fold", "repeat"):
         out[col] = df[col]
     out["order"] = np.arange(len(out))
     return _collapse_repeats(out, targets)
@@ -269,7 +291,7 @@ def view(run: Run, target: str) -> pd.DataFrame:
     if target not in run.targets:
         raise DataError(f"label '{target}' unknown; valid: {', '.join(run.targets)}")
     c = run.cases
-    out = c[["image_id", "path", "fold", "order"]].copy()
+    out = c[["image_id", "path", "slice", "fold", "order"]].copy()
     out["score"] = c[f"score_{target}"].astype(float)
     out["truth"] = c[f"label_{target}"].astype(float)
     out["spread"] = c[f"spread_{target}"].astype(float)
@@ -390,10 +412,18 @@ class DisplayImage:
         return self.pixels.shape[0] / self.native_shape[0]
 
 
-def prepare_display(path: str | Path, max_side: int = DEFAULT_MAX_SIDE) -> DisplayImage:
+def prepare_display(
+    path: str | Path, max_side: int = DEFAULT_MAX_SIDE, *, slice_index: int | None = None, frame: int | None = None
+) -> DisplayImage:
     """Read an image in modality units (medrec.io, window=None) and downsample it so its longer
-    side is at most `max_side`, averaging pixel areas so that values stay in modality units."""
-    arr, meta = read_image(Path(path), window=None)
+    side is at most `max_side`, averaging pixel areas so that values stay in modality units.
+
+    Args:
+        slice_index: the slice of a volume (NIfTI third axis, multi-frame DICOM frame); default
+            the middle one. Use `case_slice` for a case's slice.
+        frame: the volume of a 4-D NIfTI file (the run's data.frame); default the middle one.
+    """
+    arr, meta = read_image(Path(path), window=None, slice_index=slice_index, frame=frame)
     arr = np.asarray(arr, dtype=np.float32)
     if arr.ndim == 3 and arr.shape[-1] in (3, 4):  # colour PNG/JPEG: review on luminance
         arr = arr[..., :3].mean(axis=-1)
@@ -417,9 +447,52 @@ def downsample(arr: np.ndarray, max_side: int) -> np.ndarray:
     )
 
 
+def case_slice(run: Run, value: Any) -> int | None:
+    """The slice of a volume a case shows: its `slice` cell, else the run's data.slice when that
+    is a number (the slice the network was trained on), else None (the middle slice)."""
+    try:
+        k = float(value)
+    except (TypeError, ValueError):
+        k = math.nan
+    if math.isfinite(k) and k >= 0:
+        return int(k)
+    fixed = run.data_cfg.slice if run.data_cfg is not None else None
+    return fixed if isinstance(fixed, int) and not isinstance(fixed, bool) else None
+
+
+def case_frame(run: Run) -> int | None:
+    """The run's data.frame (the volume of a 4-D NIfTI file), or None (the middle one)."""
+    return run.data_cfg.frame if run.data_cfg is not None else None
+
+
+def slice_caption(meta: Mapping[str, Any], slice_index: int | None) -> str | None:
+    """'slice 3 of volume (0–4)' for a slice of a volume; None for a plain 2-D image."""
+    if meta.get("number_of_slices") is not None:  # NIfTI
+        k, n = meta.get("slice_index"), int(meta["number_of_slices"])
+    else:  # DICOM: slices of a multi-frame file are its frames
+        k, n = meta.get("frame"), int(meta.get("number_of_frames") or 1)
+    if n <= 1 and slice_index is None:
+        return None
+    k = slice_index if k is None else k
+    return f"slice {k} of volume (0–{n - 1})" if n > 1 else f"slice {k} of volume"
+
+
 def window_presets() -> dict[str, tuple[float, float]]:
     """The named DICOM windows (center, width) that medrec.io knows."""
     return {str(k): (float(v[0]), float(v[1])) for k, v in WINDOW_PRESETS.items()}
+
+
+def run_windows(run: Run) -> dict[str, tuple[float, float]]:
+    """A CT run's windows of data.channels, named like 'brain (40/80)', in channel order (the
+    first is the one medrec shows a CT image through); empty for other modalities."""
+    cfg = run.data_cfg
+    if cfg is None or cfg.modality != "ct" or not cfg.channels:
+        return {}
+    out = {}
+    for i, w in enumerate(cfg.channels, 1):
+        name, (c, width) = (w, WINDOW_PRESETS[w]) if isinstance(w, str) else (f"window {i}", w)
+        out[f"{name} ({float(c):g}/{float(width):g})"] = (float(c), float(width))
+    return out
 
 
 def file_window(meta: Mapping[str, Any]) -> tuple[float, float] | None:

@@ -65,6 +65,7 @@ def test_html_is_one_file_with_embedded_plots_and_the_header(binary_run):
                   RUN_INFO["git_commit"], "torch: 2.14.1", "fold_seeds", "cpu_count", "imagenet", "1h 02m 03s"):
         assert field in html, field
     assert "bootstrap over patients" in html
+    assert "modality cxr · window auto · middle slice · 224 px" in html  # how images were preprocessed
     for name in ("roc", "pr", "reliability", "confusion"):
         assert (run / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     md = (run / "report.md").read_text()
@@ -178,3 +179,113 @@ def test_cli_builds_without_torch_and_reports_errors(tmp_path, capsys):
     assert "auroc" in proc.stdout and (run / "report.html").exists()
     assert main([str(tmp_path / "nowhere")]) == 1
     assert "missing oof_predictions.csv" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- CT / MRI volumes
+
+def _write_ct_volume(path: Path, offset: int = 0) -> np.ndarray:
+    """A NIfTI CT volume in HU, every voxel different; slice k spans 10k - 20 .. 10k + 111 (+ offset):
+    some of each slice below, inside and above the brain window (40/80)."""
+    import nibabel as nib
+
+    i, j, k = np.meshgrid(np.arange(32), np.arange(24), np.arange(5), indexing="ij")
+    hu = (10 * k + 4 * i + j - 20 + offset).astype(np.int16)
+    nib.save(nib.Nifti1Image(hu, np.eye(4)), path)
+    return hu
+
+
+def _png_pixels(b64: str) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(b64))))
+
+
+def _brain(hu_slice: np.ndarray) -> np.ndarray:
+    """The independent truth: the slice as read_nifti returns it (transposed) through the brain window."""
+    from medrec.io.dicom import apply_window
+
+    return (apply_window(hu_slice.T.astype(float), 40, 80) * 255).round().astype(np.uint8)
+
+
+def _ct_cfg(**data):
+    from medrec.config import DataConfig
+
+    return DataConfig(modality="ct", channels=("brain", "bone"), **data)
+
+
+def test_ct_thumbnail_is_the_right_slice_through_the_first_window(tmp_path):
+    from medrec.eval.report import thumbnail
+
+    hu = _write_ct_volume(tmp_path / "head.nii.gz")
+    cfg = _ct_cfg(slice="all")
+    got = {k: _png_pixels(thumbnail(str(tmp_path / "head.nii.gz"), f"s{k}", data_cfg=cfg, slice_index=k))
+           for k in (1, 3)}
+    for k, pixels in got.items():
+        np.testing.assert_array_equal(pixels, _brain(hu[:, :, k]))
+        s = hu[:, :, k].T.astype(float)
+        assert not np.array_equal(pixels, ((s - s.min()) / (s.max() - s.min()) * 255).round())  # not min-max
+    assert not np.array_equal(got[1], got[3])
+    # A fixed data.slice is the default; without a config, the old display (percentile window).
+    fixed = _png_pixels(thumbnail(str(tmp_path / "head.nii.gz"), "x", data_cfg=_ct_cfg(slice=4)))
+    np.testing.assert_array_equal(fixed, _brain(hu[:, :, 4]))
+    plain = _png_pixels(thumbnail(str(tmp_path / "head.nii.gz"), "x", slice_index=3))
+    assert plain.shape == got[3].shape and not np.array_equal(plain, got[3])
+
+
+def test_thumbnail_falls_back_when_the_preprocessing_cannot_read_the_file(tmp_path):
+    from PIL import Image
+
+    from medrec.eval.report import thumbnail
+
+    Image.fromarray(np.arange(48 * 64, dtype=np.uint32).reshape(48, 64).astype(np.uint8)).save(tmp_path / "a.png")
+    # data.modality ct refuses a PNG (no HU): the thumbnail still comes, read with window auto.
+    assert _png_pixels(thumbnail(str(tmp_path / "a.png"), "a", data_cfg=_ct_cfg())).shape == (48, 64)
+    assert thumbnail(str(tmp_path / "missing.nii.gz"), "m", data_cfg=_ct_cfg()) is None
+
+
+def test_ct_report_shows_slices_of_one_volume_and_its_preprocessing(tmp_path):
+    from medrec.config import ExperimentConfig, save_config
+
+    table = oof_table("binary", ("bleed",), n_patients=20, images=5, folds=2, seed=1)
+    data = tmp_path / "data"
+    data.mkdir()
+    table["slice"] = table.index % 5  # each patient's five images are the five slices of one volume
+    table["path"] = [str(data / f"{p}.nii.gz") for p in table["patient_id"]]
+    table["image_id"] = [f"{p}-s{k}" for p, k in zip(table["patient_id"], table["slice"])]
+    negative = table.loc[table["label"] == 0, "patient_id"].iloc[0]
+    mine = table["patient_id"] == negative
+    table.loc[mine, "score"] = 0.999 - 0.001 * table.loc[mine, "slice"]
+    volumes = {p: _write_ct_volume(Path(p), offset=7 * i) for i, p in enumerate(table["path"].unique())}
+    run = write_run(tmp_path / "run", table, "binary", ("bleed",), eval_cfg={"bootstrap": 20, "worst_cases": 3})
+    cfg = ExperimentConfig.model_validate({
+        "name": "demo-run", "data": {"task": "binary", "label_columns": ["bleed"], "modality": "ct",
+                                     "channels": ["brain", "bone"], "slice": "all"},
+        "eval": {"bootstrap": 20, "bootstrap_seed": 3, "worst_cases": 3}})
+    save_config(cfg, run / "config.yaml")
+    build_report(run)
+    html = (run / "report.html").read_text()
+    assert "modality ct · CT windows (C/W): brain (40/80), bone (400/1800) · all slices · 224 px" in html
+    cards = re.findall(r'<div class="case"><img alt="thumbnail" src="data:image/png;base64,([^"]+)"><div>([^<]+)</div>',
+                       html)
+    assert len(cards) >= 4 and "thumbnail unavailable" not in html
+    # The worst false positives are three slices of one volume: one path, three cases.
+    assert [i for _, i in cards[:3]] == [f"{negative}-s{k}" for k in range(3)]
+    by_id = table.set_index("image_id")
+    for b64, image_id in cards:
+        path, k = by_id.loc[image_id, "path"], int(by_id.loc[image_id, "slice"])
+        np.testing.assert_array_equal(_png_pixels(b64), _brain(volumes[path][:, :, k]))
+
+
+@pytest.mark.parametrize("data,text", [
+    ({"modality": "mri", "intensity": "percentile", "slice": 7}, "modality mri · intensity percentile · slice 7"),
+    ({"window": [40, 400], "frame": 2}, "modality cxr · window C/W 40/400 · middle slice · frame 2"),
+    ({"modality": "ct", "channels": ["subdural", [50, 350]]},
+     "modality ct · CT windows (C/W): subdural (80/200), window 2 (50/350) · middle slice"),
+])
+def test_preprocessing_line_names_modality_windows_intensity_and_slice(data, text):
+    from medrec.config import DataConfig
+    from medrec.eval.report import preprocessing_text
+
+    assert preprocessing_text(DataConfig(**data)) == f"{text} · 224 px"

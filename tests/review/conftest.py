@@ -175,3 +175,52 @@ def evil_run(tmp_path: Path) -> Path:
         },
     ]
     return build_run(tmp_path, extra_rows=bad)
+
+
+# ---------------------------------------------------------------- a CT volume run (data.slice: all)
+
+CT_CHANNELS = ("brain", "subdural", "bone")
+VOLUME_SHAPE = (32, 24, 5)  # not square, so that a missing transpose shows
+
+
+def ct_volume() -> np.ndarray:
+    """HU in which every voxel differs and slice k spans 10k - 20 .. 10k + 111: some of each
+    slice falls below, inside and above the brain window (40/80)."""
+    i, j, k = np.meshgrid(*(np.arange(n) for n in VOLUME_SHAPE), indexing="ij")
+    return (10 * k + 4 * i + j - 20).astype(np.int16)
+
+
+def build_volume_run(root: Path, *, image_ids: bool = True) -> Path:
+    """A CT run trained on every slice: one NIfTI volume, two of its slices as separate cases
+    (rows with the same path, slice 1 and 3) and one row without a slice (the middle one)."""
+    import nibabel as nib
+
+    data, run = root / "data", root / "run"
+    data.mkdir(parents=True, exist_ok=True)
+    run.mkdir(parents=True, exist_ok=True)
+    path = data / "head.nii.gz"
+    nib.save(nib.Nifti1Image(ct_volume(), np.eye(4)), path)
+    rows = [
+        {"path": str(path), "slice": 1, "image_id": "head-s1", "patient_id": "p1", "fold": 0, "label": 1, "score": 0.2},
+        {"path": str(path), "slice": 3, "image_id": "head-s3", "patient_id": "p1", "fold": 0, "label": 0, "score": 0.9},
+        {"path": str(path), "slice": -1, "image_id": "head", "patient_id": "p1", "fold": 1, "label": 1, "score": 0.7},
+    ]
+    table = pd.DataFrame(rows)
+    if not image_ids:
+        table = table.drop(columns="image_id")
+    table.to_csv(run / "oof_predictions.csv", index=False)
+    info = {"name": "ct-volume-test", "task": "binary", "label_names": ["bleed"], "data_root": str(data),
+            "threshold": 0.5}
+    (run / "run.json").write_text(json.dumps(info))
+    cfg = ExperimentConfig.model_validate(
+        {"name": "ct-volume-test",
+         "data": {"manifest": str(data / "manifest.csv"), "root": str(data), "label_columns": ["bleed"],
+                  "modality": "ct", "channels": list(CT_CHANNELS), "slice": "all"}}
+    )
+    save_config(cfg, run / "config.yaml")
+    return run
+
+
+@pytest.fixture
+def volume_run(tmp_path: Path) -> Path:
+    return build_volume_run(tmp_path)

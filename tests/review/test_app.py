@@ -209,3 +209,41 @@ def test_launcher_binds_localhost_without_telemetry(tmp_path: Path, capsys):
     assert argv[argv.index("--") :] == ["--", "--run", str(tmp_path)]
     assert main([str(tmp_path)]) == 2  # not a run folder: a clear error, no server
     assert "no run.json" in capsys.readouterr().err
+
+
+def test_ct_volume_run_shows_each_slice_through_the_runs_first_window(app, volume_run: Path, monkeypatch):
+    from medrec.review import cases as C
+
+    from .conftest import ct_volume
+
+    reads = []
+    prepare = C.prepare_display
+
+    def recording(path, max_side=C.DEFAULT_MAX_SIDE, **kw):
+        reads.append(kw.get("slice_index"))
+        return prepare(path, max_side, **kw)
+
+    monkeypatch.setattr(C, "prepare_display", recording)
+    at = app(volume_run, case="head-s1")
+    assert not at.error and len(at.image) == 1
+    assert reads == [1, 3]  # this case's slice, then the next case's (prefetch)
+    preset = at.selectbox(key="preset")
+    assert preset.options[:4] == ["brain (40/80)", "subdural (80/200)", "bone (400/1800)", "auto"]
+    assert preset.value == "brain (40/80)"
+    assert at.slider(key="wc_head-s1_brain (40/80)").value == 40.0
+    assert at.slider(key="ww_head-s1_brain (40/80)").value == 80.0
+    pictures = {}
+    for image_id, k in (("head-s1", 1), ("head-s3", 3)):
+        at = app(volume_run, case=image_id)
+        caption = next(c.value for c in at.caption if " px" in c.value)
+        hu = ct_volume()[:, :, k]
+        # The caption's value range is that of slice k: the app read that slice, not the middle one.
+        assert caption.startswith(f"slice {k} of volume (0–4) · 32×24 px"), caption
+        assert f"values {hu.min():g} to {hu.max():g}" in caption and "window C 40 / W 80" in caption
+        pictures[image_id] = at.image[0].proto.imgs[0].url
+    assert pictures["head-s1"] != pictures["head-s3"]
+    at.selectbox(key="preset").set_value("subdural (80/200)").run()
+    assert at.slider(key="wc_head-s3_subdural (80/200)").value == 80.0
+    assert at.button(key="prev").disabled is False
+    at.button(key="prev").click().run()  # the preset chosen stays for the next case
+    assert _current_case(at) == "head-s1" and at.selectbox(key="preset").value == "subdural (80/200)"
