@@ -209,6 +209,16 @@ class AugmentConfig(_Section):
                 out[name] = kind(**params)
         return out
 
+    def summary(self, modality: str) -> str:
+        """One line for reports and previews: `preset cxr: rotate p0.5 (degrees 7.0); ...`."""
+        preset = modality if self.preset == "auto" else self.preset
+        parts = []
+        for name, a in self.resolved(modality).items():
+            args = ", ".join(f"{k} {list(v) if isinstance(v, tuple) else v}"
+                             for k, v in a.model_dump().items() if k != "prob")
+            parts.append(f"{name} p{a.prob:g}" + (f" ({args})" if args else ""))
+        return f"preset {preset}: " + ("; ".join(parts) or "nothing")
+
 
 class DataConfig(_Section):
     """Where the images and labels come from and how they are preprocessed."""

@@ -98,19 +98,6 @@ def _legend(cfg: ExperimentConfig) -> str:
     return f"window: {d.window if isinstance(d.window, str) else list(d.window)}; gray range 0 to 1"
 
 
-def _augment_summary(cfg: ExperimentConfig) -> str:
-    items = cfg.data.augment.resolved(cfg.data.modality)
-    preset = cfg.data.modality if cfg.data.augment.preset == "auto" else cfg.data.augment.preset
-    if not items:
-        return f"augment preset {preset}: nothing"
-    parts = []
-    for name, a in items.items():
-        extra = {k: v for k, v in a.model_dump().items() if k != "prob"}
-        args = ", ".join(f"{k} {list(v) if isinstance(v, tuple) else v}" for k, v in extra.items())
-        parts.append(f"{name} p{a.prob:g}" + (f" ({args})" if args else ""))
-    return f"augment preset {preset}: " + "; ".join(parts)
-
-
 def _draw(cfg: ExperimentConfig, before: np.ndarray, after: np.ndarray, names: list[str], out: Path) -> None:
     import matplotlib
 
@@ -133,7 +120,8 @@ def _draw(cfg: ExperimentConfig, before: np.ndarray, after: np.ndarray, names: l
             ax.set_title(f"{names[i]}\n{tag}" if j == 0 else f"\n{tag}", fontsize=7)
     head = f"{cfg.name}: {cfg.data.modality}, {cfg.data.image_size} px, {cfg.model.in_channels} channel(s) — " \
            + _legend(cfg)
-    fig.suptitle(head + "\n" + "\n".join(textwrap.wrap(_augment_summary(cfg), 170)), fontsize=8)
+    augment = textwrap.wrap("augment " + cfg.data.augment.summary(cfg.data.modality), 170)
+    fig.suptitle("\n".join([head, *augment]), fontsize=8)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp.png")

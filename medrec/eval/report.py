@@ -603,6 +603,7 @@ def header_rows(run: Run, doc: dict) -> list[tuple[str, str]]:
         ("Folds × repeats", f"{data['n_folds']} × {data['n_repeats']}"),
         ("Resampling unit", "patient" if doc["bootstrap"]["unit"] == "patient" else "image (no patient ids)"),
         ("Preprocessing", preprocessing_text(run.cfg.data)),
+        ("Augmentation", run.cfg.data.augment.summary(run.cfg.data.modality)),
     ]
 
 
