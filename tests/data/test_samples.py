@@ -6,10 +6,7 @@ drawn picture, not anything in medrec: the sample set must be right before medre
 
 from __future__ import annotations
 
-import csv
-import importlib.util
 import re
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -20,6 +17,8 @@ from pydicom.pixels import apply_modality_lut
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless
 from sklearn.metrics import roc_auc_score
 
+from tests.data.conftest import generator_module, manifest_rows
+
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "data_samples" / "chest_xray"
 GENERATOR = REPO / "data_samples" / "make_chest_xray.py"
@@ -28,18 +27,13 @@ CR, DX = "1.2.840.10008.5.1.4.1.1.1", "1.2.840.10008.5.1.4.1.1.1.1"
 
 @pytest.fixture(scope="module")
 def gen():
-    spec = importlib.util.spec_from_file_location("make_chest_xray", GENERATOR)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    with generator_module("make_chest_xray") as module:
+        yield module
 
 
 @pytest.fixture(scope="module")
 def rows() -> list[dict]:
-    with open(SAMPLES / "manifest.csv", newline="") as fh:
-        return list(csv.DictReader(fh))
+    return manifest_rows(SAMPLES)
 
 
 @pytest.fixture(scope="module")

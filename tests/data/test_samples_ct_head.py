@@ -7,10 +7,7 @@ sample set must be right before medrec reads it.
 
 from __future__ import annotations
 
-import csv
-import importlib.util
 import re
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -22,6 +19,8 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossl
 from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
+from tests.data.conftest import generator_module, manifest_rows
+
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "data_samples" / "ct_head"
 GENERATOR = REPO / "data_samples" / "make_ct_head.py"
@@ -30,18 +29,13 @@ CT_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 
 @pytest.fixture(scope="module")
 def gen():
-    spec = importlib.util.spec_from_file_location("make_ct_head", GENERATOR)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    with generator_module("make_ct_head") as module:
+        yield module
 
 
 @pytest.fixture(scope="module")
 def rows() -> list[dict]:
-    with open(SAMPLES / "manifest.csv", newline="") as fh:
-        return list(csv.DictReader(fh))
+    return manifest_rows(SAMPLES)
 
 
 @pytest.fixture(scope="module")

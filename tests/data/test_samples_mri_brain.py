@@ -7,10 +7,7 @@ before medrec reads it.
 
 from __future__ import annotations
 
-import csv
-import importlib.util
 import re
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -20,6 +17,8 @@ import pytest
 from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
+from tests.data.conftest import generator_module, manifest_rows
+
 REPO = Path(__file__).resolve().parents[2]
 SAMPLES = REPO / "data_samples" / "mri_brain"
 GENERATOR = REPO / "data_samples" / "make_mri_brain.py"
@@ -27,18 +26,13 @@ GENERATOR = REPO / "data_samples" / "make_mri_brain.py"
 
 @pytest.fixture(scope="module")
 def gen():
-    spec = importlib.util.spec_from_file_location("make_mri_brain", GENERATOR)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up by name
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    with generator_module("make_mri_brain") as module:
+        yield module
 
 
 @pytest.fixture(scope="module")
 def rows() -> list[dict]:
-    with open(SAMPLES / "manifest.csv", newline="") as fh:
-        return list(csv.DictReader(fh))
+    return manifest_rows(SAMPLES)
 
 
 @pytest.fixture(scope="module")

@@ -230,3 +230,21 @@ def test_a_training_chain_is_reproducible_from_its_seed_and_changes_the_image():
     assert torch.equal(outs[0], outs[1])
     assert not torch.equal(outs[0], outs[2])
     assert not all(torch.equal(o, x) for o in outs[0])
+
+
+def test_slice_all_reads_every_frame_of_a_multiframe_dicom_as_its_own_sample(tmp_path):
+    frames = np.stack([np.full((16, 16), 100 * (k + 1), np.uint16) for k in range(4)])
+    frames[:, 0, 0] = 0  # so each frame has a range for the percentile scaling
+    ds = build_dataset(frames, modality="MR", sop_class="1.2.840.10008.5.1.4.1.1.4.1")
+    path = tmp_path / "enhanced.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    table = expand_slices(pd.DataFrame({"path": [str(path)], "patient_id": ["A"], "label": [1]}))
+    assert table["slice"].tolist() == [0, 1, 2, 3]
+    cfg = data_cfg(modality="mri", intensity="zscore", slice="all")
+    raw = [read_image(path, window=None, slice_index=k)[0] for k in range(4)]
+    assert [float(r[5, 5]) for r in raw] == [100.0, 200.0, 300.0, 400.0]
+    fixed = data_cfg(modality="mri", slice=2)
+    from medrec.data.transforms import scale_intensity
+
+    np.testing.assert_allclose(read_item(str(path), fixed), scale_intensity(raw[2], "zscore"), atol=1e-6)
+    np.testing.assert_allclose(read_item(str(path), cfg, 3), scale_intensity(raw[3], "zscore"), atol=1e-6)
