@@ -76,7 +76,8 @@ def plain_read(path: str, size: int, rng: np.random.Generator) -> np.ndarray:
     img = Image.fromarray(x.astype(np.float32), mode="F")
     scale = size / max(img.size)
     img = img.resize((round(img.size[0] * scale), round(img.size[1] * scale)), Image.BOX)
-    # random rotation / scale / shift about the centre, the same ranges as medrec's "light" preset
+    # random rotation / scale / shift about the centre: the ranges medrec's "light" preset had when measured
+    # (issue 9; since issue 10 light is rotate +-7 deg, zoom 0.9-1.1, shift 6%, each with p 0.5)
     a, s = rng.uniform(-0.12, 0.12), 1 + rng.uniform(-0.1, 0.1)
     tx, ty = rng.uniform(-0.06, 0.06, 2) * size
     cx, cy = img.size[0] / 2, img.size[1] / 2

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 
 from medrec.errors import ConfigError
 
@@ -183,6 +183,12 @@ class AugmentConfig(_Section):
     smooth: SmoothAug | None = None
     noise: NoiseAug | None = None
     coarse_dropout: CoarseDropoutAug | None = None
+
+    @field_serializer(*AUGMENT_ORDER)
+    def _only_written(self, item: _Aug | None) -> dict[str, Any] | None:
+        # Keep only what the config wrote: a saved config then resolves exactly as the original on
+        # --resume (writing the class default prob 0.5 would override the preset's own prob).
+        return None if item is None else item.model_dump(mode="json", exclude_unset=True)
 
     @model_validator(mode="before")
     @classmethod

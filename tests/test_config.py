@@ -147,3 +147,15 @@ def test_ct_channels_set_in_channels_and_a_mismatch_is_refused(tmp_path):
         load_config(write(tmp_path, "data:\n  modality: ct\n  channels: [brian]\n"))
     with pytest.raises(ConfigError, match="needs data.modality ct"):
         load_config(write(tmp_path, "data:\n  channels: [brain]\n"))
+
+
+def test_a_saved_config_resolves_the_same_augmentation(tmp_path):
+    # contrast's prob in the cxr preset (0.3) differs from the item's default (0.5): saving must not
+    # turn the preset's value into an explicit 0.5, or a resumed run would augment differently.
+    cfg = load_config(write(tmp_path, "data:\n  augment:\n    preset: cxr\n    contrast: {gamma: [0.7, 1.4]}\n"
+                                      "    noise: false\n"))
+    save_config(cfg, tmp_path / "saved.yaml")
+    again = load_config(tmp_path / "saved.yaml")
+    assert again.data.augment.resolved("cxr") == cfg.data.augment.resolved("cxr")
+    assert cfg.data.augment.resolved("cxr")["contrast"].prob == 0.3
+    assert again == cfg

@@ -222,7 +222,12 @@ class WindowStackd(Randomizable, MapTransform):
         d, key = dict(data), self.keys[0]
         self.randomize()
         hu = np.asarray(d[key], dtype=np.float32)[0]
-        d[key] = np.stack([apply_window(hu, c, max(w, 1.0)) for c, w in self._draw])
+        centers = np.array([c for c, _ in self._draw], np.float32)[:, None, None]
+        widths = np.array([w for _, w in self._draw], np.float32)[:, None, None]
+        if (widths > 1).all():  # DICOM LINEAR (apply_window), all windows in one float32 pass
+            d[key] = np.clip((hu[None] - (centers - 0.5)) / (widths - 1) + 0.5, 0.0, 1.0)
+        else:  # a width of 1 is a threshold: apply_window's special case
+            d[key] = np.stack([apply_window(hu, c, max(w, 1.0)) for c, w in self._draw])
         return d
 
 
