@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from medrec.config import ExperimentConfig, validate_config
+from medrec.data.manifest import table_slices
 from medrec.errors import CheckpointError, ConfigError, DataError, MedrecError
 
 log = logging.getLogger(__name__)
@@ -101,18 +102,17 @@ def _with_slices(table: pd.DataFrame, cfg: ExperimentConfig) -> pd.DataFrame:
 
 
 def _manifest_inputs(path: Path, cfg: ExperimentConfig) -> Inputs:
-    from medrec.data.manifest import image_id_for, slice_of
+    from medrec.data.manifest import first_duplicate, image_ids
     from medrec.data.sources import load_manifest_csv
 
     table = load_manifest_csv(path, root=None, image_column=cfg.data.image_column,
                               patient_column=cfg.data.patient_column)
     table = _with_slices(table, cfg)
-    keys = ["path", "slice"] if "slice" in table.columns else ["path"]
-    if table.duplicated(keys).any():
-        raise DataError(f"{path}: image {table.loc[table.duplicated(keys), 'path'].iloc[0]} is listed twice")
+    dup = first_duplicate(table)
+    if dup is not None:
+        raise DataError(f"{path}: image {dup} is listed twice")
     if "image_id" not in table.columns:
-        slices = table["slice"] if "slice" in table.columns else [None] * len(table)
-        table["image_id"] = [image_id_for(p, slice_of(k)) for p, k in zip(table["path"], slices)]
+        table["image_id"] = image_ids(table)
     missing = table["patient_id"].isna()
     table["patient_id"] = table["patient_id"].astype(str).where(~missing, table["image_id"])
     return Inputs(_with_labels(table, cfg), "manifest")
@@ -147,13 +147,12 @@ def _scan_folder(root: Path) -> tuple[list[Path], list[dict[str, str]], int]:
 
 def _file_inputs(files: list[Path], cfg: ExperimentConfig, kind: str) -> Inputs:
     """Image files; DICOM patients get keyed pseudonyms, others their image_id."""
-    from medrec.data.manifest import image_id_for, slice_of
+    from medrec.data.manifest import image_ids
 
     paths = [str(f) for f in files]
     patients, key_id = _dicom_pseudonyms(files, cfg)
     table = _with_slices(pd.DataFrame({"path": paths, "patient_id": patients}), cfg)
-    slices = table["slice"] if "slice" in table.columns else [None] * len(table)
-    table.insert(1, "image_id", [image_id_for(p, slice_of(k)) for p, k in zip(table["path"], slices)])
+    table.insert(1, "image_id", image_ids(table))
     table["patient_id"] = [p or i for p, i in zip(table["patient_id"], table["image_id"])]
     return Inputs(table, kind, pseudonym_key_id=key_id)
 
@@ -324,15 +323,6 @@ class ImageDataset(torch.utils.data.Dataset):
         if self.keep_geometry:
             out["ops"] = [dict(op) for op in item["image"].applied_operations]
         return out
-
-
-def table_slices(table: pd.DataFrame) -> list[int | None]:
-    """The `slice` column as ints (None: the default slice), or all None without one."""
-    from medrec.data.manifest import slice_of
-
-    if "slice" not in table.columns:
-        return [None] * len(table)
-    return [None if (k := slice_of(v)) is None or k < 0 else k for v in table["slice"]]
 
 
 def collate(batch: list[dict]) -> dict[str, Any]:
@@ -583,7 +573,7 @@ def _cams(ens: Ensemble, table: pd.DataFrame, cam_class: int | None, folder: Pat
           device: torch.device) -> dict[str, Any]:
     """Grad-CAM of every predicted image (medrec.explain), averaged over the fold models."""
     from medrec import explain
-    from medrec.data.transforms import display_image
+    from medrec.data.reading import display_image
 
     models = [m.to(memory_format=torch.contiguous_format) for m in ens.models]
     layer = explain.cam_layer(ens.arch)

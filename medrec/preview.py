@@ -83,12 +83,11 @@ def _display(img: np.ndarray, cfg: ExperimentConfig) -> tuple[np.ndarray, dict[s
 
 
 def _legend(cfg: ExperimentConfig) -> str:
-    from medrec.data.transforms import window_values
+    from medrec.io.dicom import named_windows
 
     d = cfg.data
     if d.modality == "ct":
-        wins = [f"{w if isinstance(w, str) else 'custom'} (C {c:g} / W {width:g})"
-                for w, (c, width) in zip(d.channels, window_values(d.channels))]
+        wins = [f"{name} (C {c:g} / W {width:g})" for name, c, width in named_windows(d.channels)]
         if len(wins) == 3:
             return "CT windows as colours: " + ", ".join(f"{col} = {w}" for col, w in zip(("R", "G", "B"), wins))
         return "CT window shown: " + wins[0] + (f" (of {len(wins)} channels)" if len(wins) > 1 else "")

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import default_collate, get_worker_info
 
-from medrec.config import AffineAug, DataConfig, RotateAug, ZoomAug
+from medrec.config import GEOMETRY_AUGMENTS, AffineAug, DataConfig, RotateAug, ZoomAug
 
 # Columns of the per-image uniform draws: a gate and the value(s) of each transform.
 _ROT_GATE, _ROT, _ZOOM_GATE, _ZOOM, _AFF_GATE, _SHIFT_X, _SHIFT_Y, _SHEAR = range(8)
@@ -95,5 +95,5 @@ class BatchAffine:
 def batch_augment(cfg: DataConfig, seed: int) -> BatchAffine | None:
     """The collate_fn for training batches, or None when `data.augment` has no rotate / zoom / affine."""
     items = cfg.augment.resolved(cfg.modality)
-    geo = {k: items.get(k) for k in ("rotate", "zoom", "affine")}
+    geo = {k: items.get(k) for k in GEOMETRY_AUGMENTS}
     return BatchAffine(seed, **geo) if any(v is not None for v in geo.values()) else None

@@ -16,7 +16,7 @@ import torch
 from monai.data import CacheDataset, Dataset, PersistentDataset
 
 from medrec.config import DataConfig
-from medrec.data.manifest import Manifest, slice_of
+from medrec.data.manifest import Manifest, table_slices
 from medrec.data.transforms import ERROR_KEY, preprocess_hash, preprocess_transforms
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 def manifest_items(manifest: Manifest) -> list[dict]:
     """One dict per row: the image path, its row index, its label(s) as arrays and its slice (-1: default)."""
     labels, table = manifest.labels, manifest.table
-    slices = [slice_of(k) for k in table["slice"]] if "slice" in table.columns else [None] * len(table)
+    slices = table_slices(table)
     return [{"image": p, "index": i, "label": labels[i], "slice": -1 if k is None else k}
             for i, (p, k) in enumerate(zip(table["path"], slices))]
 

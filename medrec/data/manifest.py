@@ -61,8 +61,30 @@ def image_id_for(path: str, slice_index: int | None = None) -> str:
 
 
 def slice_of(value) -> int | None:
-    """The `slice` cell of a row as an int, or None (no column, empty cell)."""
-    return None if value is None or pd.isna(value) else int(value)
+    """A `slice` cell as an int, or None for the default slice (empty cell, or a negative value)."""
+    if value is None or pd.isna(value):
+        return None
+    k = int(value)
+    return k if k >= 0 else None
+
+
+def table_slices(table: pd.DataFrame) -> list[int | None]:
+    """The `slice` column as `slice_of` values; all None without the column."""
+    if "slice" not in table.columns:
+        return [None] * len(table)
+    return [slice_of(v) for v in pd.to_numeric(table["slice"], errors="coerce")]
+
+
+def image_ids(table: pd.DataFrame) -> list[str]:
+    """`image_id_for` of every row (path and slice)."""
+    return [image_id_for(p, k) for p, k in zip(table["path"], table_slices(table))]
+
+
+def first_duplicate(table: pd.DataFrame) -> str | None:
+    """The path of the first row that repeats an earlier (path, slice), or None."""
+    keys = ["path", "slice"] if "slice" in table.columns else ["path"]
+    dup = table.duplicated(keys)
+    return str(table.loc[dup, "path"].iloc[0]) if dup.any() else None
 
 
 def validate_manifest(
@@ -93,19 +115,17 @@ def validate_manifest(
         row = int(np.flatnonzero(table["patient_id"].isna().to_numpy())[0])
         raise DataError(f"{source}: row {row + 2} has no patient_id; every image needs one (use the image id if unknown)")
     table["patient_id"] = table["patient_id"].astype(str)
-    keys = ["path", "slice"] if "slice" in table.columns else ["path"]
     if "slice" in table.columns:
         table["slice"] = pd.to_numeric(table["slice"], errors="coerce").astype("Int64")
-    if table.duplicated(keys).any():
-        dup = table.loc[table.duplicated(keys), "path"].iloc[0]
-        what = "image (and slice)" if len(keys) == 2 else "image"
+    dup = first_duplicate(table)
+    if dup is not None:
+        what = "image (and slice)" if "slice" in table.columns else "image"
         raise DataError(f"{source}: {what} {dup} is listed twice; each image must appear once")
     if check_files:
         _check_files(table, source)
     class_names = _check_labels(table, task, label_columns, source, class_names)
     if "image_id" not in table.columns:
-        slices = table["slice"] if "slice" in table.columns else [None] * len(table)
-        table["image_id"] = [image_id_for(p, None if pd.isna(k) else int(k)) for p, k in zip(table["path"], slices)]
+        table["image_id"] = image_ids(table)
     return Manifest(table, task, tuple(label_columns), class_names, source, data_root)
 
 

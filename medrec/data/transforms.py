@@ -43,87 +43,18 @@ from monai.transforms import (
     SpatialPadd,
 )
 
-from medrec.config import GEOMETRY_AUGMENTS, DataConfig, ExperimentConfig
-from medrec.data.manifest import NPZ_SEP
-from medrec.errors import ImageError, MedrecError
+from medrec.config import DataConfig, ExperimentConfig
+from medrec.data.manifest import slice_of
+from medrec.data.reading import read_item, window_values
+from medrec.errors import MedrecError
 
 log = logging.getLogger(__name__)
 
 ERROR_KEY = "load_error"
 SLICE_KEY = "slice"
-# z-scores beyond this are clipped: a few extreme voxels (vessels, fat) must not set the scale.
-ZSCORE_CLIP = 5.0
 
 
-# ----------------------------------------------------------------------------- reading
-
-
-def read_item(path: str, cfg: DataConfig, slice_index: int | None = None) -> np.ndarray:
-    """Read one image as float32 (H, W) as `data.modality` wants it (module docstring).
-
-    Args:
-        slice_index: the slice of a volume (NIfTI third axis, multi-frame DICOM frame); default
-            `data.slice` when it is a number, else the middle one.
-
-    Raises:
-        MedrecError: the file cannot be read, or does not carry the units the modality needs.
-    """
-    if NPZ_SEP in path:
-        from medrec.data.sources import read_npz_item
-
-        image = read_npz_item(path)
-        return scale_intensity(image, cfg.intensity) if cfg.modality == "mri" else image
-    from medrec.io.images import read_image
-
-    if slice_index is None and isinstance(cfg.slice, int):
-        slice_index = cfg.slice
-    if cfg.modality == "cxr":
-        window = tuple(cfg.window) if isinstance(cfg.window, (list, tuple)) else cfg.window
-        array, _ = read_image(path, frame=cfg.frame, window=window, slice_index=slice_index)
-        return np.asarray(array, dtype=np.float32)
-    array, meta = read_image(path, frame=cfg.frame, window=None, slice_index=slice_index)
-    if cfg.modality == "ct":
-        if meta.get("format") in ("png", "jpeg", "jpg"):
-            raise ImageError(f"{path}: data.modality ct needs Hounsfield units, but this is a {meta['format']} "
-                             "image; use DICOM or NIfTI CT files, or data.modality cxr for exported pictures")
-        return np.asarray(array, dtype=np.float32)
-    return scale_intensity(array, cfg.intensity)
-
-
-def scale_intensity(image: np.ndarray, how: str) -> np.ndarray:
-    """MRI: z-score over the head (foreground) or 0.5-99.5 percentile scaling to [0, 1].
-
-    The foreground is every pixel above 10% of the 0.5-99.5 percentile range, which leaves
-    out the air around the head (whose Rician noise is never exactly zero); z-scores are
-    clipped to +-ZSCORE_CLIP.
-    """
-    from medrec.io.dicom import scale_percentile
-
-    x = np.asarray(image, dtype=np.float64)
-    if how == "percentile":
-        return scale_percentile(x)
-    lo, hi = np.percentile(x, [0.5, 99.5])
-    fg = x > lo + 0.1 * (hi - lo)
-    if fg.sum() < 2:
-        fg = np.ones_like(x, dtype=bool)
-    mean, std = float(x[fg].mean()), float(x[fg].std())
-    z = (x - mean) / (std if std > 0 else 1.0)
-    return np.clip(z, -ZSCORE_CLIP, ZSCORE_CLIP).astype(np.float32)
-
-
-def display_image(path: str, cfg: DataConfig, slice_index: int | None = None) -> np.ndarray:
-    """The image as the network's preprocessing sees it, before resizing, as one (H, W) channel in
-    [0, 1] for people to look at: cxr as windowed; ct through its first window of `data.channels`;
-    mri z-scores from -3 to +3 SD (or its percentile scaling)."""
-    image = read_item(path, cfg, slice_index)
-    if cfg.modality == "ct":
-        from medrec.io.dicom import apply_window
-
-        c, w = window_values(cfg.channels)[0]
-        return apply_window(image, c, max(w, 1.0))
-    if cfg.modality == "mri" and cfg.intensity == "zscore":
-        return np.clip((image + 3.0) / 6.0, 0.0, 1.0).astype(np.float32)
-    return image
+# ----------------------------------------------------------------------------- loading
 
 
 class LoadItemd(MapTransform):
@@ -142,10 +73,8 @@ class LoadItemd(MapTransform):
     def __call__(self, data: dict) -> dict:
         d = dict(data)
         key = self.keys[0]
-        k = d.get(SLICE_KEY)
-        k = None if k is None or (isinstance(k, float) and np.isnan(k)) or int(k) < 0 else int(k)
         try:
-            d[key] = read_item(str(d[key]), self.cfg, k)[None]
+            d[key] = read_item(str(d[key]), self.cfg, slice_of(d.get(SLICE_KEY)))[None]
         except MedrecError as exc:
             if not self.cfg.skip_bad_images:
                 raise
@@ -185,13 +114,6 @@ def preprocess_transforms(cfg: DataConfig) -> Compose:
 
 
 # ----------------------------------------------------------------------------- CT windows
-
-
-def window_values(channels: tuple) -> list[tuple[float, float]]:
-    """(center, width) of each entry of `data.channels` (preset names or [center, width])."""
-    from medrec.io.dicom import WINDOW_PRESETS
-
-    return [WINDOW_PRESETS[w] if isinstance(w, str) else (float(w[0]), float(w[1])) for w in channels]
 
 
 class WindowStackd(Randomizable, MapTransform):
@@ -249,7 +171,7 @@ def augment_transforms(cfg: DataConfig) -> tuple[list, list]:
     """
     items = cfg.augment.resolved(cfg.modality)
     size = cfg.image_size
-    spatial, intensity = [], []
+    spatial = []
     if "flip" in items:
         f = items["flip"]
         # (C, H, W) images: spatial axis 0 runs top to bottom, axis 1 left to right.
@@ -264,11 +186,7 @@ def augment_transforms(cfg: DataConfig) -> tuple[list, list]:
         "coarse_dropout": lambda a: RandCoarseDropoutd("image", holes=a.holes, prob=a.prob, fill_value=a.fill,
                                                        spatial_size=max(1, round(a.size * size))),
     }
-    for name, item in items.items():
-        if name in makers:
-            intensity.append(makers[name](item))
-        else:
-            assert name in GEOMETRY_AUGMENTS or name in ("flip", "window_jitter"), name
+    intensity = [makers[name](item) for name, item in items.items() if name in makers]  # in AUGMENT_ORDER
     # float32 first: gamma and noise on float16 lose precision.
     return [CastToTyped("image", dtype=np.float32), *spatial], intensity
 

@@ -2,9 +2,7 @@
 
 Inputs: RUN/oof_predictions.csv, RUN/run.json and RUN/config.yaml. No model, no GPU and no
 torch: the out-of-fold predictions hold everything the evaluation needs, so a report can be
-rebuilt (or re-thresholded by editing eval.* in config.yaml) on any machine. (The worst-case
-thumbnails of CT and MRI runs go through medrec.data.transforms, which imports MONAI and so
-torch; radiograph runs do not.)
+rebuilt (or re-thresholded by editing eval.* in config.yaml) on any machine.
 
 metrics.json is canonical: sorted keys, floats rounded to 6 decimals, NaN written as null and a
 seeded bootstrap, so two identical runs give byte-identical files once the fields under
@@ -25,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from medrec.config import ExperimentConfig, load_config
+from medrec.data.manifest import table_slices
 from medrec.errors import CheckpointError, DataError
 from medrec.eval import plots
 from medrec.eval.metrics import OOF, THRESHOLD_METRICS, evaluate
@@ -446,7 +445,7 @@ def worst_cases(run: Run, ev: dict, n: int) -> list[dict]:
 def _pick(rows: list, n: int, table, ids: np.ndarray, oof: OOF, data_cfg=None) -> list[dict]:
     seen, out = set(), []
     paths = table["path"].astype(str).to_numpy()
-    slices = _slices(table)
+    slices = table_slices(table)
     for i, label, score, thr in rows:
         # The same image in another repeat; slices of one volume share a path but are different images.
         key = (paths[i], slices[i], label)
@@ -462,23 +461,13 @@ def _pick(rows: list, n: int, table, ids: np.ndarray, oof: OOF, data_cfg=None) -
     return out
 
 
-def _slices(table) -> list[int | None]:
-    """The `slice` column as ints, None where there is none (no column, empty, or -1: the default slice)."""
-    if "slice" not in table.columns:
-        return [None] * len(table)
-    import pandas as pd
-
-    values = pd.to_numeric(table["slice"], errors="coerce").to_numpy(dtype=float)
-    return [int(v) if np.isfinite(v) and v >= 0 else None for v in values]
-
-
 def thumbnail(
     path: str, image_id: str, size: int = 160, *, data_cfg=None, slice_index: int | None = None
 ) -> str | None:
     """A base64 PNG thumbnail of the image, or None if it cannot be read.
 
     With the run's data config (`cfg.data`) the image looks as the network's preprocessing saw
-    it, through `medrec.data.transforms.display_image`: CT through its first window of
+    it, through `medrec.data.reading.display_image`: CT through its first window of
     data.channels, MRI z-scores from -3 to +3 SD, radiographs through data.window. Without a
     config, or when that fails, `medrec.io.images.read_image(path, window="auto")` (npz
     references through `medrec.data.sources.read_npz_item`). `slice_index` picks the slice of a
@@ -495,13 +484,14 @@ def thumbnail(
 def _thumbnail_pixels(path: str, data_cfg, slice_index: int | None) -> np.ndarray:
     if slice_index is None and data_cfg is not None and isinstance(data_cfg.slice, int):
         slice_index = data_cfg.slice
-    if data_cfg is not None and data_cfg.modality != "cxr":
+    if data_cfg is not None:
         try:
-            # medrec.data.transforms imports MONAI (and torch): only CT and MRI runs need it here.
-            from medrec.data.transforms import display_image
+            from medrec.data.reading import display_image
 
             return display_image(path, data_cfg, slice_index)
-        except Exception as exc:  # noqa: BLE001 - fall back to the plain reader below
+        except Exception as exc:  # noqa: BLE001 - CT/MRI fall back to the plain reader below
+            if data_cfg.modality == "cxr":
+                raise  # a radiograph's plain read is the same read again
             log.info("thumbnail of %s: %s preprocessing failed (%s); shown with window auto",
                      Path(path).name, data_cfg.modality, type(exc).__name__)
     if "::" in path:
@@ -510,13 +500,7 @@ def _thumbnail_pixels(path: str, data_cfg, slice_index: int | None) -> np.ndarra
         return read_npz_item(path)
     from medrec.io.images import read_image
 
-    window, frame = "auto", None
-    if data_cfg is not None and data_cfg.modality == "cxr":
-        # display_image of a radiograph is exactly this read through data.window; done here
-        # directly so that a cxr report does not import MONAI and torch.
-        window = tuple(data_cfg.window) if isinstance(data_cfg.window, (list, tuple)) else data_cfg.window
-        frame = data_cfg.frame
-    arr, _ = read_image(path, frame=frame, window=window, slice_index=slice_index)
+    arr, _ = read_image(path, window="auto", slice_index=slice_index)
     return arr
 
 
@@ -612,12 +596,9 @@ def preprocessing_text(data) -> str:
     scaling or the radiograph window, which slice of a volume, input size."""
     parts = [f"modality {data.modality}"]
     if data.modality == "ct" and data.channels:
-        from medrec.io.dicom import WINDOW_PRESETS
+        from medrec.io.dicom import named_windows
 
-        windows = []
-        for i, w in enumerate(data.channels, 1):
-            name, (c, width) = (w, WINDOW_PRESETS[w]) if isinstance(w, str) else (f"window {i}", w)
-            windows.append(f"{name} ({c:g}/{width:g})")
+        windows = [f"{name} ({c:g}/{width:g})" for name, c, width in named_windows(data.channels)]
         parts.append(f"CT windows (C/W): {', '.join(windows)}")
     elif data.modality == "mri":
         parts.append(f"intensity {data.intensity}")

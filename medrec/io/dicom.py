@@ -122,6 +122,16 @@ def apply_window(
     return np.clip(out, 0.0, 1.0).astype(np.float32)
 
 
+def named_windows(windows: Sequence[Any]) -> list[tuple[str, float, float]]:
+    """(name, center, width) of each entry of a window list such as `data.channels`: preset names
+    keep their name, [center, width] pairs are called 'window <i>' (1-based)."""
+    out = []
+    for i, w in enumerate(windows, 1):
+        name, (c, width) = (w, WINDOW_PRESETS[w]) if isinstance(w, str) else (f"window {i}", w)
+        out.append((name, float(c), float(width)))
+    return out
+
+
 def scale_minmax(arr: np.ndarray) -> np.ndarray:
     """Scale to [0, 1] by the image's own minimum and maximum (a constant image -> 0)."""
     x = np.asarray(arr, dtype=np.float64)

@@ -21,7 +21,9 @@ import numpy as np
 import pandas as pd
 
 from medrec.config import DataConfig, load_config
+from medrec.data.manifest import slice_of
 from medrec.errors import CheckpointError, DataError, ImageError, MedrecError
+from medrec.io.dicom import named_windows
 from medrec.io.images import WINDOW_PRESETS, apply_window, read_image
 
 log = logging.getLogger(__name__)
@@ -450,12 +452,9 @@ def downsample(arr: np.ndarray, max_side: int) -> np.ndarray:
 def case_slice(run: Run, value: Any) -> int | None:
     """The slice of a volume a case shows: its `slice` cell, else the run's data.slice when that
     is a number (the slice the network was trained on), else None (the middle slice)."""
-    try:
-        k = float(value)
-    except (TypeError, ValueError):
-        k = math.nan
-    if math.isfinite(k) and k >= 0:
-        return int(k)
+    k = slice_of(pd.to_numeric(value, errors="coerce"))
+    if k is not None:
+        return k
     fixed = run.data_cfg.slice if run.data_cfg is not None else None
     return fixed if isinstance(fixed, int) and not isinstance(fixed, bool) else None
 
@@ -488,11 +487,7 @@ def run_windows(run: Run) -> dict[str, tuple[float, float]]:
     cfg = run.data_cfg
     if cfg is None or cfg.modality != "ct" or not cfg.channels:
         return {}
-    out = {}
-    for i, w in enumerate(cfg.channels, 1):
-        name, (c, width) = (w, WINDOW_PRESETS[w]) if isinstance(w, str) else (f"window {i}", w)
-        out[f"{name} ({float(c):g}/{float(width):g})"] = (float(c), float(width))
-    return out
+    return {f"{name} ({c:g}/{width:g})": (c, width) for name, c, width in named_windows(cfg.channels)}
 
 
 def file_window(meta: Mapping[str, Any]) -> tuple[float, float] | None:

@@ -14,15 +14,13 @@ from medrec.config import validate_config
 from medrec.data.datasets import manifest_items
 from medrec.data.manifest import validate_manifest
 from medrec.data.sources import expand_slices
+from medrec.data.reading import ZSCORE_CLIP, read_item, scale_intensity, window_values
 from medrec.data.transforms import (
-    ZSCORE_CLIP,
     augment_transforms,
     eval_transforms,
     input_normalization,
     preprocess_transforms,
-    read_item,
     train_transforms,
-    window_values,
 )
 from medrec.errors import ImageError
 from medrec.io.dicom import WINDOW_PRESETS
@@ -178,8 +176,6 @@ def test_slice_all_makes_one_sample_per_slice_of_each_volume_with_its_patient(tm
     for item, (path, k) in zip(manifest_items(m), zip(t["path"], t["slice"])):
         got = np.asarray(pre(item)["image"], dtype=np.float32)[0]
         raw = np.asarray(nib.load(path).dataobj[:, :, int(k)], dtype=np.float64).T
-        from medrec.data.transforms import scale_intensity
-
         np.testing.assert_allclose(got, scale_intensity(raw, "zscore"), atol=5e-3)  # float16 cache
 
 
@@ -244,7 +240,5 @@ def test_slice_all_reads_every_frame_of_a_multiframe_dicom_as_its_own_sample(tmp
     raw = [read_image(path, window=None, slice_index=k)[0] for k in range(4)]
     assert [float(r[5, 5]) for r in raw] == [100.0, 200.0, 300.0, 400.0]
     fixed = data_cfg(modality="mri", slice=2)
-    from medrec.data.transforms import scale_intensity
-
     np.testing.assert_allclose(read_item(str(path), fixed), scale_intensity(raw[2], "zscore"), atol=1e-6)
     np.testing.assert_allclose(read_item(str(path), cfg, 3), scale_intensity(raw[3], "zscore"), atol=1e-6)
