@@ -13,12 +13,25 @@ class ConfigError(MedrecError):
     """The experiment config is invalid (unknown key, wrong type, bad value)."""
 
 
-class DicomError(MedrecError):
-    """A DICOM (or other image) file cannot be read into a usable array."""
+class ImageError(MedrecError):
+    """An image file (any format) cannot be read into a usable grey array.
+
+    Catch this one to skip any unreadable image: DICOM errors, the size limits and the
+    colour refusal are all subclasses.
+    """
 
 
-class ImageError(DicomError):
-    """A non-DICOM image file (PNG, JPEG, NIfTI, npz entry) cannot be read."""
+class DicomError(ImageError):
+    """A DICOM file cannot be read into a usable array (the message says why)."""
+
+
+class ImageTooLargeError(ImageError):
+    """An image whose header declares more pixels or decoded bytes than `io.max_pixels` /
+    `io.max_bytes` allow; refused before any pixel is decoded."""
+
+
+class ColourImageError(ImageError):
+    """A colour image where medrec reads grey images (`data.color` says what to do)."""
 
 
 class LeakageError(MedrecError):
