@@ -56,7 +56,7 @@ def scale_intensity(image: np.ndarray, how: str) -> np.ndarray:
     out the air around the head (whose Rician noise is never exactly zero); z-scores are
     clipped to +-ZSCORE_CLIP.
     """
-    from medrec.io.dicom import scale_percentile
+    from medrec.io.windows import scale_percentile
 
     x = np.asarray(image, dtype=np.float64)
     if how == "percentile":
@@ -76,7 +76,7 @@ def display_image(path: str, cfg: DataConfig, slice_index: int | None = None) ->
     mri z-scores from -3 to +3 SD (or its percentile scaling)."""
     image = read_item(path, cfg, slice_index)
     if cfg.modality == "ct":
-        from medrec.io.dicom import apply_window
+        from medrec.io.windows import apply_window
 
         c, w = window_values(cfg.channels)[0]
         return apply_window(image, c, max(w, 1.0))
@@ -87,6 +87,6 @@ def display_image(path: str, cfg: DataConfig, slice_index: int | None = None) ->
 
 def window_values(channels: tuple) -> list[tuple[float, float]]:
     """(center, width) of each entry of `data.channels` (preset names or [center, width])."""
-    from medrec.io.dicom import named_windows
+    from medrec.io.windows import named_windows
 
     return [(c, w) for _, c, w in named_windows(channels)]

@@ -5,15 +5,9 @@
 (imported from `medrec.io.images`, so that this package does not import MONAI).
 """
 
-from medrec.io.dicom import (
-    WINDOW_PRESETS,
-    apply_window,
-    dicom_identifiers,
-    read_dicom,
-    scale_minmax,
-    scale_percentile,
-)
+from medrec.io.dicom import dicom_identifiers, read_dicom
 from medrec.io.images import read_image
+from medrec.io.windows import WINDOW_PRESETS, apply_window, scale_minmax, scale_percentile
 
 __all__ = [
     "WINDOW_PRESETS",

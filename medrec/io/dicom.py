@@ -1,4 +1,4 @@
-"""Read DICOM files into float32 arrays in modality units, and window them.
+"""Read DICOM files into float32 arrays in modality units (windows: `medrec.io.windows`).
 
 `read_dicom` returns one 2-D frame. Without a window the values are in modality units
 (Modality LUT or RescaleSlope/RescaleIntercept applied), with MONOCHROME1 inverted as
@@ -14,29 +14,28 @@ one place that reads them, for an indexer that pseudonymises them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from medrec.errors import ConfigError, DicomError
+from medrec.io.windows import (  # noqa: F401 - re-exported: callers import windows from here too
+    PERCENTILES,
+    WINDOW_NAMES,
+    WINDOW_PRESETS,
+    apply_voi_lut,
+    apply_window,
+    check_window,
+    has_voi_lut,
+    named_windows,
+    scale_minmax,
+    scale_percentile,
+    scale_window,
+)
 
 log = logging.getLogger(__name__)
 
-# Standard CT windows in Hounsfield units: name -> (center, width).
-WINDOW_PRESETS: dict[str, tuple[float, float]] = {
-    "lung": (-600.0, 1500.0),
-    "mediastinum": (50.0, 350.0),
-    "bone": (400.0, 1800.0),
-    "brain": (40.0, 80.0),
-    "subdural": (80.0, 200.0),
-    "soft_tissue": (40.0, 400.0),
-    "abdomen": (50.0, 400.0),
-}
-WINDOW_NAMES = ("auto", "minmax", "percentile", *WINDOW_PRESETS)
-
-PERCENTILES = (0.5, 99.5)
 _PIXEL_KEYWORDS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 _SEGMENTATION_SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.66.4",  # Segmentation Storage
@@ -77,131 +76,6 @@ _IDENTIFIER_FIELDS = (
     ("accession_number", "AccessionNumber"),
 )
 _warned_presets: set[str] = set()
-
-
-# --------------------------------------------------------------------------- windows
-
-
-def apply_window(
-    arr: np.ndarray, center: float, width: float, function: str = "LINEAR"
-) -> np.ndarray:
-    """Map `arr` through a DICOM VOI window (PS3.3 C.11.2.1.2-3) onto [0, 1].
-
-    Args:
-        arr: values in the units of the window (HU for CT presets).
-        center, width: the window; LINEAR needs width >= 1, the others width > 0.
-        function: VOI LUT Function: LINEAR (DICOM default), LINEAR_EXACT or SIGMOID.
-
-    Returns:
-        float32 array in [0, 1].
-
-    Raises:
-        ValueError: invalid width or unknown function.
-    """
-    x = np.asarray(arr, dtype=np.float64)
-    center, width, function = float(center), float(width), function.upper()
-    if function == "LINEAR":
-        if width < 1:
-            raise ValueError(f"window width {width} must be >= 1 for LINEAR")
-        if width == 1:  # the linear ramp degenerates into a threshold at center - 0.5
-            return (x > center - 0.5).astype(np.float32)
-        out = (x - (center - 0.5)) / (width - 1) + 0.5
-    elif function == "LINEAR_EXACT":
-        if width <= 0:
-            raise ValueError(f"window width {width} must be > 0 for LINEAR_EXACT")
-        out = (x - center) / width + 0.5
-    elif function == "SIGMOID":
-        if width <= 0:
-            raise ValueError(f"window width {width} must be > 0 for SIGMOID")
-        # clip the exponent: exp overflows (harmlessly, but with a warning) beyond ~709
-        out = 1.0 / (1.0 + np.exp(np.clip(-4.0 * (x - center) / width, -700.0, 700.0)))
-    else:
-        raise ValueError(
-            f"VOI LUT function '{function}' unknown; valid: LINEAR, LINEAR_EXACT, SIGMOID"
-        )
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
-
-
-def named_windows(windows: Sequence[Any]) -> list[tuple[str, float, float]]:
-    """(name, center, width) of each entry of a window list such as `data.channels`: preset names
-    keep their name, [center, width] pairs are called 'window <i>' (1-based)."""
-    out = []
-    for i, w in enumerate(windows, 1):
-        name, (c, width) = (w, WINDOW_PRESETS[w]) if isinstance(w, str) else (f"window {i}", w)
-        out.append((name, float(c), float(width)))
-    return out
-
-
-def scale_minmax(arr: np.ndarray) -> np.ndarray:
-    """Scale to [0, 1] by the image's own minimum and maximum (a constant image -> 0)."""
-    x = np.asarray(arr, dtype=np.float64)
-    lo, hi = float(np.min(x)), float(np.max(x))
-    if hi <= lo:
-        return np.zeros(x.shape, dtype=np.float32)
-    return ((x - lo) / (hi - lo)).astype(np.float32)
-
-
-def scale_percentile(
-    arr: np.ndarray, low: float = PERCENTILES[0], high: float = PERCENTILES[1]
-) -> np.ndarray:
-    """Clip to the [low, high] percentiles and scale to [0, 1].
-
-    Robust to a few extreme pixels (burnt-in text, metal, padding) that would squash a
-    min-max scaling. Falls back to min-max when the two percentiles coincide (images that
-    are mostly one value).
-    """
-    x = np.asarray(arr, dtype=np.float64)
-    lo, hi = np.percentile(x, [low, high])
-    if hi <= lo:
-        return scale_minmax(x)
-    return np.clip((x - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
-
-
-def scale_window(arr: np.ndarray, window: Any) -> tuple[np.ndarray, str]:
-    """Apply a window that needs nothing from the file: minmax, percentile, preset, (c, w).
-
-    Returns the [0, 1] array and a short description of what was applied.
-
-    Raises:
-        ConfigError: `window` is not one of those.
-    """
-    if isinstance(window, str):
-        if window == "minmax":
-            return scale_minmax(arr), "minmax"
-        if window == "percentile":
-            return scale_percentile(arr), f"percentile {PERCENTILES[0]}-{PERCENTILES[1]}"
-        if window in WINDOW_PRESETS:
-            center, width = WINDOW_PRESETS[window]
-            return apply_window(arr, center, width), f"{window} ({center:g}, {width:g})"
-    elif _is_center_width(window):
-        center, width = (float(v) for v in window)
-        try:
-            return apply_window(arr, center, width), f"({center:g}, {width:g})"
-        except ValueError as exc:
-            raise ConfigError(f"window {tuple(window)!r}: {exc}") from exc
-    check_window(window)  # raises for anything unknown
-    raise ConfigError(f"window {window!r} needs the file (use it with read_dicom)")
-
-
-def check_window(window: Any) -> None:
-    """Raise ConfigError unless `window` is None, a window name or (center, width)."""
-    if window is None or (isinstance(window, str) and window in WINDOW_NAMES):
-        return
-    if _is_center_width(window):
-        return
-    raise ConfigError(
-        f"window {window!r} unknown; valid: None, {', '.join(WINDOW_NAMES)} "
-        "or [center, width]"
-    )
-
-
-def _is_center_width(window: Any) -> bool:
-    return (
-        isinstance(window, Sequence)
-        and not isinstance(window, str)
-        and len(window) == 2
-        and all(isinstance(v, (int, float, np.number)) for v in window)
-    )
 
 
 # --------------------------------------------------------------------------- reading
@@ -474,8 +348,8 @@ def _window_dataset(
         if isinstance(window, str) and window in WINDOW_PRESETS:
             _warn_preset_modality(window, str(ds.get("Modality", "")))
         return scale_window(modality, window)
-    if _has_voi_lut(ds):
-        return _apply_voi_lut(modality, ds), "file VOI LUT"
+    if has_voi_lut(ds):
+        return apply_voi_lut(modality, ds), "file VOI LUT"
     if ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
         center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
         function = str(ds.get("VOILUTFunction") or "LINEAR")
@@ -485,41 +359,6 @@ def _window_dataset(
         except ValueError as exc:
             log.warning("%s: unusable file window (%s); using percentile scaling", path, exc)
     return scale_window(modality, "percentile")
-
-
-def _has_voi_lut(ds: Any) -> bool:
-    sequence = ds.get("VOILUTSequence")
-    return bool(sequence) and "LUTDescriptor" in sequence[0] and "LUTData" in sequence[0]
-
-
-def _apply_voi_lut(modality: np.ndarray, ds: Any) -> np.ndarray:
-    """First VOI LUT of the file, normalised by its output range 0 .. 2**bits - 1.
-
-    Not pydicom's `apply_voi`: pydicom 3.0 holds LUT indices in the LUT's output dtype,
-    so an 8-bit LUT with more than 256 entries wraps its indices around (index 500 reads
-    entry 244). Inputs below the first mapped value take the first entry, above the last
-    the last entry (PS3.3 C.11.2.1.1).
-    """
-    item = ds.VOILUTSequence[0]
-    n_entries, first, bits = (int(v) for v in item.LUTDescriptor)
-    n_entries = n_entries or 65536  # 0 means 2**16 entries
-    table = _lut_data(item, n_entries, bits, little_endian=ds.original_encoding[1] is not False)
-    # LUT inputs are integers; floor keeps fractional modality values in their entry.
-    index = np.clip(np.floor(modality).astype(np.int64) - first, 0, len(table) - 1)
-    return np.clip(table[index] / (2**bits - 1), 0.0, 1.0)
-
-
-def _lut_data(item: Any, n_entries: int, bits: int, little_endian: bool) -> np.ndarray:
-    """LUT Data as float64, from US values or OW bytes (8-bit entries may be packed)."""
-    value = item.LUTData
-    if isinstance(value, bytes):
-        if bits <= 8 and len(value) in (n_entries, n_entries + 1):
-            table = np.frombuffer(value, dtype=np.uint8)  # packed 8-bit entries
-        else:
-            table = np.frombuffer(value, dtype=("<" if little_endian else ">") + "u2")
-    else:
-        table = np.atleast_1d(np.asarray(value, dtype=np.float64))
-    return table[:n_entries].astype(np.float64)
 
 
 def _warn_preset_modality(preset: str, modality: str) -> None:

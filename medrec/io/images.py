@@ -33,13 +33,13 @@ from typing import Any
 import numpy as np
 
 from medrec.errors import ImageError
-from medrec.io.dicom import (
+from medrec.io.dicom import read_dicom
+from medrec.io.windows import (
     PERCENTILES,
     WINDOW_NAMES,
     WINDOW_PRESETS,
     apply_window,
     check_window,
-    read_dicom,
     scale_minmax,
     scale_percentile,
     scale_window,

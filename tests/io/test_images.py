@@ -147,8 +147,8 @@ def test_dispatch_by_suffix_and_marker(tmp_path, write_dicom, ramp):
         read_image(source, window="bogus")
 
 
-def test_image_error_is_a_dicom_error():
-    assert issubclass(ImageError, DicomError)  # callers catch one type for every format
+def test_dicom_error_is_an_image_error():
+    assert issubclass(DicomError, ImageError)  # callers catch one type for every format
 
 
 # --------------------------------------------------------------------------- NIfTI
