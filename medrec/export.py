@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from medrec.errors import ConfigError, MedrecError
+from medrec.fileio import atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ def export_onnx(model: torch.nn.Module, example: torch.Tensor, out: Path, meta: 
     entry = proto.metadata_props.add()
     entry.key, entry.value = "medrec", json.dumps(meta, sort_keys=True)
     onnx.checker.check_model(proto)
-    onnx.save(proto, str(out))
+    atomic_write_bytes(out, proto.SerializeToString())  # the exporter wrote `out`; the final file appears whole
     return exporter
 
 
@@ -134,7 +135,8 @@ def export_torchscript(model: torch.nn.Module, example: torch.Tensor, out: Path,
         # Only around this call: PyTorch marks torch.jit as deprecated in favour of torch.export.
         warnings.simplefilter("ignore", (DeprecationWarning, FutureWarning))
         traced = torch.jit.trace(model, example)
-        torch.jit.save(traced, str(out), _extra_files={"medrec.json": json.dumps(meta, sort_keys=True)})
+        extra = {"medrec.json": json.dumps(meta, sort_keys=True)}
+        atomic_write_bytes(out, lambda f: torch.jit.save(traced, f, _extra_files=extra))
     return "torch.jit.trace"
 
 
@@ -204,7 +206,7 @@ def export(run_dir: str | Path, fold: str | int, fmt: str, out: str | Path | Non
     meta["parity"] = {**check, "atol": atol, "batch_sizes": list(CHECK_BATCHES), "inputs": "random N(0, 1) tensors",
                       "runtime": "onnxruntime CPU" if fmt == "onnx" else "torch.jit", "passed": diff <= atol}
     meta["file"] = str(out)
-    sidecar_path(out).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    atomic_write_json(sidecar_path(out), meta)
     if diff > atol:
         raise ParityError(
             f"{out}: exported model differs from PyTorch by up to {diff:.3g} (> --atol {atol:g}); PyTorch's own "

@@ -494,7 +494,7 @@ def predict(run_dir: str | Path, input_path: str | Path, out_csv: str | Path | N
     Raises:
         CheckpointError, ConfigError, DataError: the run, the options or the input are unusable.
     """
-    from medrec.train.checkpoint import atomic_write_text
+    from medrec.fileio import atomic_write_text
 
     o, start = options or Options(), time.perf_counter()
     run_dir = Path(run_dir).resolve()

@@ -26,7 +26,6 @@ import socket
 import tarfile
 import threading
 import time
-import uuid
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from urllib.request import Request, getproxies, proxy_bypass, urlopen
 import torch
 
 from medrec.errors import WeightsError
+from medrec.fileio import atomic_open
 from medrec.models.specs import SPECS, ArchSpec, get_spec, hash_prefix
 
 logger = logging.getLogger(__name__)
@@ -228,31 +228,26 @@ def download(spec: ArchSpec, dest: Path | None = None) -> Path:
     url = spec.weights_url
     check_reachable(url)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f"{dest.name}.{uuid.uuid4().hex}.partial")
     logger.info("downloading %s to %s", url, dest)
     start = time.monotonic()
-    try:
+    with atomic_open(dest) as f:  # a failed or mismatching transfer leaves no file behind
         with urlopen(Request(url, headers={"User-Agent": "medrec"}), timeout=READ_TIMEOUT_S) as u:
-            sha = _copy_hashing(u, tmp)
+            sha = _copy_hashing(u, f)
         prefix = hash_prefix(dest.name)
         if prefix and not sha.startswith(prefix):
             raise WeightsError(
                 f"download of {url} has sha256 {sha[:16]}..., expected prefix '{prefix}'; try again"
             )
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
     _remember(dest, sha)
     logger.info("downloaded %s (%.0f MB, %.1f s)", dest.name, dest.stat().st_size / 1e6, time.monotonic() - start)
     return dest
 
 
-def _copy_hashing(src: Any, dst: Path) -> str:
+def _copy_hashing(src: Any, f: Any) -> str:
     h = hashlib.sha256()
-    with open(dst, "wb") as f:
-        while chunk := src.read(_CHUNK):
-            h.update(chunk)
-            f.write(chunk)
+    while chunk := src.read(_CHUNK):
+        h.update(chunk)
+        f.write(chunk)
     return h.hexdigest()
 
 
@@ -297,14 +292,13 @@ def export_cache(tar_path: str | Path, archs: Iterable[str] | None = None) -> li
     }
     data = json.dumps(manifest, indent=1).encode()
     tar_path = Path(tar_path)
-    tmp = tar_path.with_name(tar_path.name + ".partial")
-    with tarfile.open(tmp, "w") as tar:  # weights do not compress; plain tar is as small and faster
+    with atomic_open(tar_path) as f, tarfile.open(fileobj=f, mode="w") as tar:
+        # weights do not compress; plain tar is as small and faster
         info = tarfile.TarInfo("manifest.json")
         info.size, info.mtime = len(data), int(time.time())
         tar.addfile(info, io.BytesIO(data))
         for p in files:
             tar.add(p, arcname=p.name, recursive=False)
-    os.replace(tmp, tar_path)
     return [p.name for p in files]
 
 
@@ -332,19 +326,15 @@ def import_cache(tar_path: str | Path) -> list[str]:
                     f"{tar_path}: manifest entry '{name}' is missing, not a plain file or not named "
                     "<name>-<sha256 prefix>.<ext>"
                 )
-            tmp = dest_dir / f"{name}.{uuid.uuid4().hex}.partial"
-            try:
-                sha = _copy_hashing(tar.extractfile(member), tmp)
+            with atomic_open(dest_dir / name) as f:  # a damaged member installs nothing
+                sha = _copy_hashing(tar.extractfile(member), f)
                 prefix = hash_prefix(name)
                 if sha != expected or (prefix and not sha.startswith(prefix)):
                     raise WeightsError(
                         f"{tar_path}: {name} has sha256 {sha[:16]}..., manifest says {expected[:16]}...; "
                         "the tar is damaged, export it again"
                     )
-                os.replace(tmp, dest_dir / name)
-                _remember(dest_dir / name, sha)
-            finally:
-                tmp.unlink(missing_ok=True)
+            _remember(dest_dir / name, sha)
             installed.append(name)
     return installed
 

@@ -23,7 +23,7 @@ from medrec.data.splits import Split, assert_no_patient_overlap, holdout_mask, m
 from medrec.errors import ConfigError
 from medrec.train import distributed as dist
 from medrec.train import runinfo
-from medrec.train.checkpoint import atomic_write_text
+from medrec.fileio import atomic_write_text
 from medrec.train.fold import FoldContext, fold_dir, is_fold_done, train_fold
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,8 @@ from medrec.data.manifest import Manifest
 from medrec.data.splits import Split
 from medrec.data.transforms import eval_transforms, train_transforms
 from medrec.train import distributed as dist
-from medrec.train.checkpoint import atomic_write_text, load_checkpoint, rng_state, save_checkpoint
+from medrec.fileio import atomic_write_text
+from medrec.train.checkpoint import load_checkpoint, rng_state, save_checkpoint
 from medrec.train.loop import TaskLoss, evaluate, train_one_epoch
 from medrec.train.monitor import epoch_metric
 

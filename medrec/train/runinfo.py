@@ -18,7 +18,7 @@ import torch
 
 from medrec.config import ExperimentConfig
 from medrec.data.manifest import NPZ_SEP, Manifest
-from medrec.train.checkpoint import atomic_write_text
+from medrec.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 
