@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
 from medrec.errors import DataError, MedrecError
+from medrec.fileio import atomic_write_text
 from medrec.io.index import MATCH_ATTRIBUTES, IndexResult, index_tree, join_labels
-from medrec.privacy import KEY_ENV, load_key
+from medrec.privacy import KEY_ENV, identifying_paths_message, load_key
 
 EPILOG = f"""\
 examples:
@@ -28,9 +27,10 @@ examples:
 
 Rows hold pseudonymous patient_id/study_id/image_id: HMAC-SHA256 with the key in ${KEY_ENV}
 (or --key-env NAME); without it, a per-installation key file is made and used (see
-medrec/privacy.py). PatientName, birth date and raw PatientID are never written; paths
-are, so a tree whose folder or file names contain a file's PatientID or PatientName is
-refused unless --allow-identifying-paths.
+medrec/privacy.py); series_id likewise. PatientName, birth date, accession number and raw
+PatientID are never written (age only as a 10-year age_band); paths are, so a tree whose folder
+or file names contain a file's PatientID, name parts, birth date (any common form) or
+AccessionNumber is refused unless --allow-identifying-paths.
 --label-key names the label CSV's key column; it is matched against the file-name stem
 unless --match-on (or the column's own name) is one of {', '.join(MATCH_ATTRIBUTES)},
 which are compared raw in memory and never written.
@@ -73,12 +73,8 @@ def run(args: argparse.Namespace) -> IndexResult:
     match_on = args.match_on if args.match_on in MATCH_ATTRIBUTES else None
     result = index_tree(args.dir, key=key, workers=args.workers, progress=not args.quiet, match_on=match_on)
     if result.identifying_paths and not args.allow_identifying_paths:
-        raise DataError(
-            f"{result.identifying_paths} image path(s) under {args.dir} contain their file's PatientID or "
-            "PatientName (folders named by MRN or name?); the manifest's path column would carry them. "
-            "Rename the folders (e.g. to the patient_id pseudonyms), or pass --allow-identifying-paths "
-            "to write them anyway. Nothing was written."
-        )
+        raise DataError(identifying_paths_message(result.identifying_paths, result.identifying_kinds, args.dir,
+                                                  "the manifest's path column would carry them"))
     if args.labels:
         columns = [c.strip() for c in args.label_columns.split(",") if c.strip()] if args.label_columns else None
         result.manifest, stats = join_labels(
@@ -98,16 +94,8 @@ def errors_path(args: argparse.Namespace) -> Path:
 
 
 def _write_csv(table: pd.DataFrame, path: Path) -> None:
-    """Write atomically, so an interrupted run never leaves half a manifest behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            table.to_csv(f, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Atomically (medrec.fileio), so an interrupted run never leaves half a manifest behind."""
+    atomic_write_text(path, table.to_csv(index=False))
 
 
 def summary(args: argparse.Namespace, result: IndexResult) -> str:
