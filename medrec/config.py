@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_serializer, field_validator, model_validator
 
 from medrec.errors import ConfigError
+from medrec.tune.space import TuneConfig
 
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "googlenet", "inception_v3")
 WINDOW_PRESETS = ("lung", "mediastinum", "bone", "brain", "subdural", "soft_tissue", "abdomen")
@@ -443,6 +444,7 @@ class ExperimentConfig(_Section):
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     privacy: PrivacyConfig = PrivacyConfig()
+    tune: TuneConfig | None = None  # medrec tune: search space, budget, tuned_from marker (medrec.tune.space)
 
     @model_validator(mode="before")
     @classmethod
