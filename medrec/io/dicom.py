@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from medrec.errors import ConfigError, DicomError
+from medrec.errors import ConfigError, DicomError, ImageError, ImageTooLargeError
+from medrec.io.limits import check_dicom_header, dcmread_bounded
 from medrec.io.windows import (  # noqa: F401 - re-exported: callers import windows from here too
     PERCENTILES,
     WINDOW_NAMES,
@@ -111,6 +112,7 @@ def read_dicom(
         _check_image(ds, path)
         _ensure_transfer_syntax(ds)
         index, n_frames = _select_frame(ds, frame, path)
+        check_dicom_header(ds, path)  # one frame is decoded; before any pixel is
         _flatten_frame_groups(ds, index)
         stored = _decode_frame(ds, index, n_frames, path)
         from pydicom.pixels import apply_modality_lut
@@ -124,7 +126,7 @@ def read_dicom(
             image, applied = _window_dataset(modality, ds, window, path)
             image = 1.0 - image if inverted else image
         meta = _metadata(ds, index, n_frames, applied, inverted)
-    except (DicomError, ConfigError):
+    except (ImageError, ConfigError):
         raise
     except Exception as exc:  # pydicom, numpy and decoder plugins raise many types
         raise DicomError(f"{path}: cannot read pixel data: {_describe(exc)}") from exc
@@ -177,19 +179,22 @@ def _raw_text(ds: Any, keyword: str, encodings: list[str]) -> str | None:
 
 def _read_dataset(path: Path, **kwargs: Any) -> Any:
     """dcmread, retrying without the 'DICM' preamble check; errors become DicomError."""
-    import pydicom
     from pydicom.errors import InvalidDicomError
 
     if not path.is_file():
         raise DicomError(f"{path}: no such file")
     try:
-        return pydicom.dcmread(path, **kwargs)
+        return dcmread_bounded(path, **kwargs)
     except InvalidDicomError:
         pass  # no 'DICM' marker: old ACR-NEMA style files are still readable with force
+    except ImageTooLargeError:
+        raise
     except Exception as exc:
         raise DicomError(f"{path}: not a readable DICOM file: {_describe(exc)}") from exc
     try:
-        ds = pydicom.dcmread(path, force=True, **kwargs)
+        ds = dcmread_bounded(path, force=True, **kwargs)
+    except ImageTooLargeError:
+        raise
     except Exception as exc:
         raise DicomError(f"{path}: not a DICOM file: {_describe(exc)}") from exc
     # Forced parsing turns any bytes into "elements": insist on a recognisable image header.
@@ -305,7 +310,7 @@ def _decode_frame(ds: Any, index: int, n_frames: int, path: Path) -> np.ndarray:
             f"{path}: cannot decode {syntax.name}: no decoder plugin installed; "
             f"install one of: {'; '.join(decoder.missing_dependencies)}"
         )
-    if n_frames > 1 and getattr(ds, "preamble", None) is not None:
+    if n_frames > 1 and getattr(ds, "preamble", None) is not None and not syntax.is_deflated:
         from pydicom.pixels import pixel_array
 
         # Reads and decodes only this frame's bytes (native offset or encapsulated item).

@@ -1,18 +1,17 @@
-"""Read any supported image file (DICOM, PNG, JPEG, NIfTI) as one float32 2-D array.
+"""Read any supported image file (DICOM, PNG, JPEG, TIFF, BMP, NIfTI) as one float32 2-D array.
 
-`read_image` dispatches by suffix and follows `read_dicom`'s window semantics:
+`read_image` asks `medrec.io.formats` which reader reads a file, checks the decoded size from the
+header (`medrec.io.limits`) and follows `read_dicom`'s window semantics:
 
-- DICOM (``.dcm``, ``.dicom``, no suffix, a numeric suffix as in ``1.2.840.1234``, or any
-  file with the 'DICM' marker): see `medrec.io.dicom.read_dicom`.
-- PNG / JPEG via Pillow, 8-bit (0..255) or 16-bit PNG (0..65535). Colour files are
-  rejected unless their three channels are equal (a gray image saved as RGB); JPEG
-  allows a difference of `JPEG_GRAY_TOLERANCE` levels, which lossy chroma coding can
-  introduce. An alpha channel is dropped. window=None gives the raw values;
-  window="auto" divides by the bit-depth maximum (255 or 65535), not by the image's own
-  range: an exported PNG is already windowed for display, so its bit depth is its
-  display range, and per-image min-max would stretch a faint image to full contrast and
-  erase exactly the brightness differences the exporter kept. Use "minmax" or
-  "percentile" for per-image scaling.
+- DICOM (a DICOM suffix, a UID-like name, no suffix, or the 'DICM' marker): `medrec.io.dicom`.
+- PNG / JPEG / TIFF / BMP via Pillow, in modes 1, L, I;16, I, F, LA, RGB, RGBA, P, PA: alpha is
+  dropped, palettes go through their palette, grey saved as RGB becomes grey and real colour is
+  refused or converted as `data.color` says (`medrec.io.color`). window=None gives the stored
+  values; window="auto" divides by the bit-depth maximum (255 or 65535; the data maximum for
+  32-bit I/F images), not by the image's own range: an exported PNG is already windowed for
+  display, so its bit depth is its display range, and per-image min-max would stretch a faint
+  image to full contrast and erase exactly the brightness differences the exporter kept. Use
+  "minmax" or "percentile" for per-image scaling.
 - NIfTI (``.nii``, ``.nii.gz``) via nibabel: the 2-D slice ``data[:, :, slice_index]``
   (default the middle slice; `frame` picks the volume of a 4-D file, default the middle
   one), returned transposed so that rows follow the second voxel axis. No reorientation
@@ -32,8 +31,20 @@ from typing import Any
 
 import numpy as np
 
-from medrec.errors import ImageError
+from medrec.errors import ConfigError, ImageError, ImageTooLargeError
+from medrec.io.color import Conversion, pillow_to_grey
 from medrec.io.dicom import read_dicom
+from medrec.io.formats import (  # noqa: F401 - has_dicm_marker re-exported for older callers
+    DICOM,
+    DICOM_SUFFIXES,
+    NIFTI,
+    NIFTI_SUFFIXES,
+    PIL_SUFFIXES,
+    PILLOW,
+    has_dicm_marker,
+    image_reader,
+)
+from medrec.io.limits import check_nifti_header, check_pillow_image, pillow_limits
 from medrec.io.windows import (
     PERCENTILES,
     WINDOW_NAMES,
@@ -53,6 +64,7 @@ __all__ = [
     "scale_minmax",
     "scale_percentile",
     "read_image",
+    "read_pillow",
     "read_png_jpeg",
     "read_nifti",
     "count_slices",
@@ -60,46 +72,50 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-PIL_SUFFIXES = (".png", ".jpg", ".jpeg")
-NIFTI_SUFFIXES = (".nii", ".nii.gz")
-DICOM_SUFFIXES = (".dcm", ".dicom", ".dic", "")
-JPEG_GRAY_TOLERANCE = 2
-
-
 def read_image(
     path: str | Path,
     *,
     frame: int | None = None,
     window: Any = None,
     slice_index: int | None = None,
+    color: str = "auto",
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Read one 2-D grayscale image as float32, with de-identified metadata.
 
+    Every reader checks the decoded size from the header first (`medrec.io.limits`).
+
     Args:
-        path: DICOM, PNG, JPEG or NIfTI file, recognised by suffix (module docstring).
+        path: an image file; `medrec.io.formats.image_reader` decides which reader reads it.
         frame: DICOM multi-frame frame, or NIfTI 4-D volume; default the middle one.
         window: None (raw / modality units), "auto", "minmax", "percentile", a preset
             name or (center, width); with a window the output is in [0, 1].
         slice_index: the slice of a volume: NIfTI third axis, or the frame of a multi-frame
             DICOM file (then `frame` is ignored); default the middle one. Ignored for
             PNG/JPEG, so that one config serves every format.
+        color: `data.color` for images stored in colour: auto, convert or strict (medrec.io.color).
+
+    Returns:
+        (image, metadata); metadata["conversion"] says how the image became grey
+        (medrec.io.color.Conversion.kind; "grey" for DICOM and NIfTI).
 
     Raises:
-        DicomError: an unreadable DICOM file; ImageError (a DicomError) for the others.
-        ConfigError: `window` is not a valid window.
+        ImageError: the file cannot be read (DicomError, ImageTooLargeError and ColourImageError
+            are subclasses that say why).
+        ConfigError: `window` or `color` is not valid.
     """
     path = Path(path)
     check_window(window)
-    name = path.name.lower()
-    if name.endswith(PIL_SUFFIXES):
-        return read_png_jpeg(path, window=window)
-    if name.endswith(NIFTI_SUFFIXES):
+    reader = image_reader(path)
+    if reader == PILLOW:
+        return read_pillow(path, window=window, color=color)
+    if reader == NIFTI:
         return read_nifti(path, slice_index=slice_index, frame=frame, window=window)
-    if _looks_like_dicom(path):
-        return read_dicom(path, frame=frame if slice_index is None else slice_index, window=window)
+    if reader == DICOM:
+        image, meta = read_dicom(path, frame=frame if slice_index is None else slice_index, window=window)
+        return image, {**meta, "conversion": "grey"}
     raise ImageError(
-        f"{path}: unsupported file type '{path.suffix}'; supported: DICOM "
-        f"({', '.join(s or 'no suffix' for s in DICOM_SUFFIXES)}), "
+        f"{path}: not an image file medrec reads (suffix '{path.suffix}', no DICOM or image signature); "
+        f"supported: DICOM ({', '.join(DICOM_SUFFIXES)}, UID-like names, no suffix, or the 'DICM' marker), "
         f"{', '.join(PIL_SUFFIXES + NIFTI_SUFFIXES)}"
     )
 
@@ -112,102 +128,77 @@ def count_slices(path: str | Path) -> int:
     the real error (and `skip_bad_images` can skip it).
     """
     path = Path(path)
-    name = path.name.lower()
+    reader = image_reader(path)
     try:
-        if name.endswith(NIFTI_SUFFIXES):
+        if reader == NIFTI:
             import nibabel as nib
 
             shape = nib.load(str(path)).shape
             return int(shape[2]) if len(shape) >= 3 else 1
-        if not name.endswith(PIL_SUFFIXES) and _looks_like_dicom(path):
-            import pydicom
+        if reader == DICOM:
+            from medrec.io.limits import dcmread_bounded
 
-            ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["NumberOfFrames"])
+            ds = dcmread_bounded(path, stop_before_pixels=True, specific_tags=["NumberOfFrames"], force=True)
             return max(1, int(getattr(ds, "NumberOfFrames", 1) or 1))
     except Exception as exc:  # the later read reports it properly
         log.debug("%s: cannot count slices (%s); counted as one", path, exc)
     return 1
 
 
-def _looks_like_dicom(path: Path) -> bool:
-    """DICOM by suffix (incl. UID-like names such as 1.2.840.1234) or by 'DICM' marker."""
-    suffix = path.suffix.lower()
-    return suffix in DICOM_SUFFIXES or suffix[1:].isdigit() or has_dicm_marker(path)
+# --------------------------------------------------------------------------- PNG / JPEG / TIFF / BMP
 
 
-def has_dicm_marker(path: Path) -> bool:
-    """True when the file carries the DICOM Part 10 'DICM' marker at byte 128."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(128)
-            return f.read(4) == b"DICM"
-    except OSError:
-        return False
-
-
-# --------------------------------------------------------------------------- PNG / JPEG
-
-
-def read_png_jpeg(path: str | Path, *, window: Any = None) -> tuple[np.ndarray, dict[str, Any]]:
-    """Read an 8/16-bit grayscale PNG or an 8-bit JPEG (module docstring for the rules)."""
-    from PIL import Image
-
+def read_pillow(
+    path: str | Path, *, window: Any = None, color: str = "auto"
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Read a PNG, JPEG, TIFF or BMP image as grey (module docstring for the rules)."""
     path = Path(path)
     check_window(window)
     if not path.is_file():
         raise ImageError(f"{path}: no such file")
-    try:
-        with Image.open(path) as im:
-            im.load()
-            fmt, mode = im.format, im.mode
-            gray, max_value = _pil_gray(im, path)
-    except ImageError:
-        raise
-    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, ...
-        raise ImageError(f"{path}: not a readable PNG/JPEG image: {exc}") from exc
+    grey, top, conv, fmt, mode = _open_pillow(path, color)
     if window is None:
-        image, applied = gray, "none"
+        image, applied = grey, "none"
     elif window == "auto":
-        image, applied = gray / max_value, f"bit depth (/{max_value:g})"
+        image, applied = np.asarray(grey, dtype=np.float32) / np.float32(top), f"bit depth (/{top:g})"
     else:
-        image, applied = scale_window(gray, window)
+        image, applied = scale_window(grey, window)
     meta = {
         "format": (fmt or path.suffix.lstrip(".")).lower(),
         "mode": mode,
-        "bit_depth": int(max_value).bit_length(),
-        "rows": int(gray.shape[0]),
-        "columns": int(gray.shape[1]),
+        "bit_depth": int(top).bit_length(),
+        "rows": int(grey.shape[0]),
+        "columns": int(grey.shape[1]),
         "pixel_spacing": None,
         "window": applied,
+        "conversion": conv.kind,
+        "alpha": conv.alpha,
+        "colour_measure": None if conv.measure is None else conv.measure.describe(),
     }
+    if conv.alpha == "not_opaque":
+        log.info("%s: alpha channel is not uniformly opaque; dropped (the grey values are read as stored)", path)
     return np.asarray(image, dtype=np.float32), meta
 
 
-def _pil_gray(im: Any, path: Path) -> tuple[np.ndarray, float]:
-    """Pillow image -> (float64 gray array, maximum of its bit depth)."""
-    mode, fmt = im.mode, im.format
-    if mode == "1":
-        return np.asarray(im, dtype=np.float64), 1.0
-    if mode in ("L", "LA", "La"):
-        return np.asarray(im.getchannel(0), dtype=np.float64), 255.0
-    if mode.startswith("I;16") or (mode == "I" and fmt == "PNG"):
-        # PNG grayscale is at most 16 bits; Pillow may open it as 32-bit "I".
-        return np.asarray(im, dtype=np.float64), 65535.0
-    if mode == "P":
-        im = im.convert("RGBA")
-    elif mode not in ("RGB", "RGBA", "RGBX"):
-        if mode in ("I", "F"):
-            raise ImageError(f"{path}: {mode}-mode (32-bit) images are not supported")
-        im = im.convert("RGB")
-    rgb = np.asarray(im, dtype=np.int32)[..., :3]
-    tolerance = JPEG_GRAY_TOLERANCE if fmt == "JPEG" else 0
-    spread = int((rgb.max(axis=2) - rgb.min(axis=2)).max())
-    if spread > tolerance:
-        raise ImageError(
-            f"{path}: colour image (mode {mode}, channels differ by up to {spread}); "
-            "medrec reads grayscale images only: convert it to grayscale first"
-        )
-    return rgb.mean(axis=2), 255.0
+read_png_jpeg = read_pillow  # the name before TIFF and BMP were added
+
+
+def _open_pillow(path: Path, color: str) -> tuple[np.ndarray, float, Conversion, str | None, str]:
+    """Open, check the declared size, decode, convert to grey; every failure an ImageError."""
+    from PIL import Image
+
+    try:
+        with pillow_limits(), Image.open(path) as im:
+            check_pillow_image(im, path)
+            im.load()
+            grey, top, conv = pillow_to_grey(im, path, color)
+            return grey, top, conv, im.format, im.mode
+    except (ImageError, ConfigError):
+        raise
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(f"{path}: {exc}; raise io.max_pixels if the image is genuine") from exc
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, ...
+        raise ImageError(f"{path}: not a readable {path.suffix.lstrip('.').upper() or 'image'} file: {exc}") from exc
 
 
 # --------------------------------------------------------------------------- NIfTI
@@ -232,6 +223,7 @@ def read_nifti(
     try:
         img = nib.load(str(path))
         shape = tuple(int(n) for n in img.shape)
+        check_nifti_header(shape, 8, path)  # the slice is read as float64
         index, chosen = _nifti_index(shape, slice_index, frame, path)
         data = np.asarray(img.dataobj[index], dtype=np.float64).T
         zooms = [float(z) for z in img.header.get_zooms()[:2]]
@@ -248,6 +240,7 @@ def read_nifti(
         image, applied = scale_window(data, window)
     meta = {
         "format": "nifti",
+        "conversion": "grey",
         "shape": list(shape),
         "rows": int(data.shape[0]),
         "columns": int(data.shape[1]),

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from medrec.errors import ConfigError, DicomError, ImageError
+from medrec.errors import ColourImageError, ConfigError, DicomError, ImageError
 from medrec.io.dicom import read_dicom
 from medrec.io.images import WINDOW_PRESETS, apply_window, read_image
 
@@ -87,9 +87,9 @@ def test_colour_png_is_rejected(tmp_path):
     rgb[..., 1] = 50
     path = tmp_path / "c.png"
     Image.fromarray(rgb).save(path)
-    with pytest.raises(ImageError, match="colour image.*grayscale") as e:
+    with pytest.raises(ColourImageError, match=r"colour image \(RGB\): mean channel difference 50\.00") as e:
         read_image(path)
-    assert str(path) in str(e.value)
+    assert str(path) in str(e.value) and "data.color: convert" in str(e.value)
 
 
 def test_jpeg_gray_and_rgb_gray(tmp_path):
@@ -139,10 +139,14 @@ def test_dispatch_by_suffix_and_marker(tmp_path, write_dicom, ramp):
         target = tmp_path / name
         target.write_bytes(source.read_bytes())
         np.testing.assert_array_equal(read_image(target)[0], expected)
-    other = tmp_path / "x.tif"
-    other.write_bytes(b"II*\0")
-    with pytest.raises(ImageError, match=r"unsupported file type '\.tif'"):
+    other = tmp_path / "x.txt"
+    other.write_bytes(b"scans from the ward\n")
+    with pytest.raises(ImageError, match=r"not an image file .*suffix '\.txt'"):
         read_image(other)
+    tif = tmp_path / "x.tif"
+    tif.write_bytes(b"II*\0")
+    with pytest.raises(ImageError, match=r"x.tif: not a readable TIF file"):
+        read_image(tif)
     with pytest.raises(ConfigError):
         read_image(source, window="bogus")
 

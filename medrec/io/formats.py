@@ -1,0 +1,118 @@
+"""Which files are images, and which reader reads each: the one registry of image formats.
+
+`read_image`, predict's folder scan, the indexer and the folder adapters all ask this module,
+so a file one of them lists is a file the others read (and one they refuse for the same reason).
+
+The rules, in order:
+1. A PNG/JPEG/TIFF/BMP suffix -> Pillow; ``.nii`` / ``.nii.gz`` -> nibabel.
+2. A DICOM suffix (``.dcm``, ``.dicom``, ``.dic``, ``.ima``) or a UID-like name whose last dot part is
+   digits (``1.2.840.1234``) -> pydicom.
+3. No suffix or any other suffix: the content decides. The Part 10 ``DICM`` marker at byte 128, or
+   (no suffix only) a first element in DICOM groups 0000/0002/0008 as old ACR-NEMA files start ->
+   pydicom; a PNG/JPEG/TIFF/BMP signature -> Pillow. Anything else (README, .csv, .txt) is not an
+   image and is skipped, not reported as an error.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = [
+    "DICOM", "PILLOW", "NIFTI", "PIL_SUFFIXES", "NIFTI_SUFFIXES", "DICOM_SUFFIXES", "IMAGE_SUFFIXES",
+    "FolderScan", "image_reader", "is_image_file", "has_dicm_marker", "dicom_like_name", "scan_folder",
+]
+
+DICOM, PILLOW, NIFTI = "dicom", "pillow", "nifti"
+PIL_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+DICOM_SUFFIXES = (".dcm", ".dicom", ".dic", ".ima")
+IMAGE_SUFFIXES = PIL_SUFFIXES + NIFTI_SUFFIXES + DICOM_SUFFIXES
+# File signatures of the formats Pillow reads here (first bytes of the file).
+_PIL_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"BM")
+# Little- and big-endian group numbers an ACR-NEMA file (no preamble) starts with.
+_ACR_NEMA_GROUPS = (b"\x00\x00", b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08")
+
+
+def image_reader(path: str | Path) -> str | None:
+    """DICOM, PILLOW or NIFTI for an image file (module docstring), None for anything else.
+
+    Reads at most the first 132 bytes, and only when the name does not decide.
+    """
+    name = os.path.basename(str(path)).lower()
+    if name.endswith(PIL_SUFFIXES):
+        return PILLOW
+    if name.endswith(NIFTI_SUFFIXES):
+        return NIFTI
+    if dicom_like_name(name):
+        return DICOM
+    head = _head(path)
+    if head[128:132] == b"DICM":
+        return DICOM
+    if head.startswith(_PIL_MAGIC):
+        return PILLOW
+    if "." not in name.lstrip(".") and head[:2] in _ACR_NEMA_GROUPS:
+        return DICOM
+    return None
+
+
+def is_image_file(path: str | Path) -> bool:
+    """True when `image_reader` knows a reader for `path`."""
+    return image_reader(path) is not None
+
+
+def dicom_like_name(name: str | Path) -> bool:
+    """A DICOM suffix, or a UID-like name whose last dot part is digits ('1.2.840.10008.1')."""
+    suffix = os.path.splitext(os.path.basename(str(name)).lower())[1]
+    return suffix in DICOM_SUFFIXES or (len(suffix) > 1 and suffix[1:].isdigit())
+
+
+def has_dicm_marker(path: str | Path) -> bool:
+    """True when the file carries the DICOM Part 10 'DICM' marker at byte 128."""
+    return _head(path)[128:132] == b"DICM"
+
+
+def _head(path: str | Path) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read(132)
+    except OSError:
+        return b""
+
+
+@dataclass
+class FolderScan:
+    """The image files under a folder, the folders that could not be listed, and the rest."""
+
+    images: list[Path] = field(default_factory=list)
+    errors: list[dict[str, str]] = field(default_factory=list)  # {"path": folder, "reason": ...}
+    skipped: list[Path] = field(default_factory=list)  # files that are not images
+
+
+def scan_folder(root: str | Path) -> FolderScan:
+    """Every image file under `root` (sorted), hidden files and folders left out.
+
+    Folders are not followed through symlinks (no loops). A folder that cannot be listed is an
+    error row, not an exception: a long job goes on with the rest.
+    """
+    root = Path(root)
+    out, stack = FolderScan(), [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.name.startswith("."):  # .DS_Store, AppleDouble ._ files, .git
+                        continue
+                    if entry.is_dir(follow_symlinks=False):
+                        if entry.name != "__MACOSX":  # zip archives made on a Mac
+                            stack.append(Path(entry.path))
+                    elif entry.is_file():
+                        path = Path(entry.path)
+                        (out.images if is_image_file(path) else out.skipped).append(path)
+        except OSError as exc:
+            out.errors.append({"path": str(folder), "reason": f"folder cannot be listed ({exc.strerror})"})
+    out.images.sort()
+    out.skipped.sort()
+    return out
