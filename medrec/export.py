@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from medrec.errors import ConfigError, MedrecError
+from medrec.exitcodes import handle_errors
 from medrec.fileio import atomic_write_bytes, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -235,6 +236,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+@handle_errors
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
@@ -243,9 +245,6 @@ def main(argv: list[str] | None = None) -> int:
     except ParityError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_MISMATCH
-    except MedrecError as exc:
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_FAILED
     p = meta["parity"]
     print(f"exported {meta['arch']} {meta['fold']} -> {meta['file']} ({meta['exporter']}); "
           f"max |exported - PyTorch| = {p['max_abs_diff']:.3g} on batches {p['batch_sizes']} (atol {p['atol']:g}; "

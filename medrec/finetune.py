@@ -14,7 +14,8 @@ from datetime import datetime
 from pathlib import Path
 
 from medrec.config import ExperimentConfig, load_config, save_config, validate_config
-from medrec.errors import ConfigError, MedrecError
+from medrec.errors import ConfigError
+from medrec.exitcodes import handle_errors
 
 EPILOG = """\
 examples:
@@ -118,28 +119,25 @@ def summary(run_dir: Path, info: dict) -> str:
     return "\n".join(lines)
 
 
+@handle_errors
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        cfg, run_dir, base_dir = resolve_run(args)
-        from medrec.train import cv
-        from medrec.train import distributed as dist
+    cfg, run_dir, base_dir = resolve_run(args)
+    from medrec.train import cv
+    from medrec.train import distributed as dist
 
-        device = dist.local_device(cfg.train.device)
-        dist.init_from_env(device)
-        if dist.is_main():
-            run_dir.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, run_dir / "config.yaml")
-        dist.barrier()
-        setup_logging(run_dir, dist.is_main())
-        info = cv.run(cfg, run_dir, base_dir=base_dir, only_fold=args.fold,
-                      progress=progress_factory(cfg, args.quiet or not dist.is_main()))
-        if dist.is_main():
-            print(summary(run_dir, info))
-        dist.shutdown()
-    except MedrecError as exc:
-        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+    device = dist.local_device(cfg.train.device)
+    dist.init_from_env(device)
+    if dist.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+    dist.barrier()
+    setup_logging(run_dir, dist.is_main())
+    info = cv.run(cfg, run_dir, base_dir=base_dir, only_fold=args.fold,
+                  progress=progress_factory(cfg, args.quiet or not dist.is_main()))
+    if dist.is_main():
+        print(summary(run_dir, info))
+    dist.shutdown()
     return 0
 
 

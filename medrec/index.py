@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from medrec.errors import DataError, MedrecError
+from medrec.errors import DataError
+from medrec.exitcodes import handle_errors
 from medrec.fileio import atomic_write_text
 from medrec.io.index import MATCH_ATTRIBUTES, IndexResult, index_tree, join_labels
 from medrec.privacy import KEY_ENV, identifying_paths_message, load_key
@@ -112,6 +113,7 @@ def summary(args: argparse.Namespace, result: IndexResult) -> str:
     return "\n".join(lines)
 
 
+@handle_errors
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s", stream=sys.stderr)
@@ -121,9 +123,6 @@ def main(argv: list[str] | None = None) -> int:
     pydicom_log.setLevel(logging.ERROR)
     try:
         result = run(args)
-    except MedrecError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     finally:
         pydicom_log.setLevel(level)
     print(summary(args, result))

@@ -20,6 +20,7 @@ import numpy as np
 
 from medrec.config import ExperimentConfig, load_config
 from medrec.errors import MedrecError
+from medrec.exitcodes import handle_errors
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,7 @@ def preview_config(cfg: ExperimentConfig, out: Path, *, n: int = 16, seed: int =
     return render(cfg, [items[i] for i in keep], [names[i] for i in keep], out, seed=seed)
 
 
+@handle_errors
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m medrec.preview", description=__doc__.splitlines()[0])
     p.add_argument("--config", type=Path, required=True, help="experiment YAML")
@@ -182,14 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("preview.png"), help="PNG to write (default preview.png)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    try:
-        cfg = load_config(args.config, args.overrides)
-        if args.n < 1:
-            raise MedrecError("--n must be at least 1")
-        out = preview_config(cfg, args.out, n=args.n, seed=args.seed, base_dir=args.config.parent)
-    except MedrecError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    cfg = load_config(args.config, args.overrides)
+    if args.n < 1:
+        raise MedrecError("--n must be at least 1")
+    out = preview_config(cfg, args.out, n=args.n, seed=args.seed, base_dir=args.config.parent)
     print(f"wrote {out}")
     return 0
 

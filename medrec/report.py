@@ -15,7 +15,7 @@ import logging
 import sys
 from pathlib import Path
 
-from medrec.errors import MedrecError
+from medrec.exitcodes import handle_errors
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -54,19 +54,16 @@ def _compare(run_a: str, run_b: str, out: str | None, fmt: str) -> None:
         print(f"wrote {out}", file=sys.stderr)
 
 
+@handle_errors
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if bool(args.run_dir) == bool(args.compare):
         _parser().error("give either RUN_DIR or --compare RUN_A RUN_B")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        if args.compare:
-            _compare(*args.compare, args.out, args.format)
-        else:
-            _build(args.run_dir)
-    except MedrecError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    if args.compare:
+        _compare(*args.compare, args.out, args.format)
+    else:
+        _build(args.run_dir)
     return 0
 
 

@@ -15,7 +15,7 @@ import argparse
 import sys
 from http.client import HTTPException
 
-from medrec.errors import MedrecError
+from medrec.exitcodes import EXIT_CHECK_FAILED, handle_errors
 from medrec.models import weights as w
 from medrec.models.specs import SPECS, get_spec
 
@@ -45,7 +45,7 @@ def _pull(args: argparse.Namespace) -> int:
         except (OSError, HTTPException) as exc:
             failed += 1
             print(f"{spec.name}: download of {spec.weights_url} failed: {exc}", file=sys.stderr)
-    return 1 if failed else 0
+    return EXIT_CHECK_FAILED if failed else 0
 
 
 def _check(_: argparse.Namespace) -> int:
@@ -55,7 +55,7 @@ def _check(_: argparse.Namespace) -> int:
     bad = [r for r in rows if r[2].startswith("CORRUPT")]
     if bad:
         print(f"{len(bad)} corrupt file(s) in {w.cache_dir()}: delete, then pull or import again", file=sys.stderr)
-    return 1 if bad else 0
+    return EXIT_CHECK_FAILED if bad else 0
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -70,6 +70,7 @@ def _import(args: argparse.Namespace) -> int:
     return 0
 
 
+@handle_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m medrec.weights", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -86,11 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("file")
     p.set_defaults(run=_import)
     args = parser.parse_args(argv)
-    try:
-        return args.run(args)
-    except MedrecError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return args.run(args)
 
 
 if __name__ == "__main__":

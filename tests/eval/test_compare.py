@@ -122,5 +122,5 @@ def test_cli_compare_writes_json_and_refuses_with_exit_code(runs, tmp_path, caps
     assert "DeLong" in printed and "| auroc |" in printed
     saved = json.loads(out.read_text())
     assert saved["schema_version"] == "medrec-compare/1" and "auroc" in saved["metrics"]
-    assert main(["--compare", str(a), str(fewer)]) == 1
+    assert main(["--compare", str(a), str(fewer)]) == 2  # MedrecError: exit 2 (medrec.exitcodes)
     assert "different cases" in capsys.readouterr().err

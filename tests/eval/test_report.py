@@ -177,7 +177,7 @@ def test_cli_builds_without_torch_and_reports_errors(tmp_path, capsys):
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert "auroc" in proc.stdout and (run / "report.html").exists()
-    assert main([str(tmp_path / "nowhere")]) == 1
+    assert main([str(tmp_path / "nowhere")]) == 2  # MedrecError: exit 2 (medrec.exitcodes)
     assert "missing oof_predictions.csv" in capsys.readouterr().err
 
 

@@ -110,7 +110,7 @@ def test_official_name_with_other_content_is_rejected(empty_torch_home, no_netwo
     for cfg in (ModelConfig(arch="resnet18"), ModelConfig(arch="resnet18", allow_random_init=True)):
         with pytest.raises(WeightsError, match="corrupt or not the official file.*f37072fd"):
             build_model(cfg, num_outputs=2)
-    assert cli.main(["check"]) == 1
+    assert cli.main(["check"]) == 3  # EXIT_CHECK_FAILED (medrec.exitcodes)
 
 
 def test_download_from_loopback_server_then_cache(served, empty_torch_home, fake_hub, monkeypatch, capsys):
@@ -171,7 +171,7 @@ def test_export_import_roundtrip_and_corruption(use_fake_weights, tmp_path, monk
     data = bytearray(victim.read_bytes())
     data[len(data) // 2] ^= 0xFF
     victim.write_bytes(bytes(data))
-    assert cli.main(["check"]) == 1 and "CORRUPT" in capsys.readouterr().out
+    assert cli.main(["check"]) == 3 and "CORRUPT" in capsys.readouterr().out
     with pytest.raises(WeightsError, match="corrupt"):
         build_model(ModelConfig(arch="resnet18"), num_outputs=2)
 
