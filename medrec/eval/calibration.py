@@ -16,6 +16,8 @@ import logging
 
 import numpy as np
 
+from medrec.eval.crossfit import crossfit_splits
+
 log = logging.getLogger(__name__)
 
 _EPS = 1e-7
@@ -141,16 +143,10 @@ def crossfit_temperature(
     """
     out = np.array(p, dtype=float, copy=True)
     records = []
-    for r in np.unique(repeat):
-        in_r = repeat == r
-        folds = np.unique(fold[in_r])
-        for k in folds:
-            target = in_r & (fold == k)
-            source = in_r & (fold != k) if len(folds) > 1 else target
-            t = fit_temperature(y[source], p[source], kind)
-            out[target] = apply_temperature(p[target], t, kind)
-            records.append({"repeat": int(r), "fold": int(k), "temperature": t,
-                            "fitted_on": "other folds" if len(folds) > 1 else "this fold (optimistic)"})
+    for split in crossfit_splits(fold, repeat):
+        t = fit_temperature(y[split.source], p[split.source], kind)
+        out[split.target] = apply_temperature(p[split.target], t, kind)
+        records.append({"repeat": split.repeat, "fold": split.fold, "temperature": t, "fitted_on": split.fitted_on})
     return out, records
 
 

@@ -18,8 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from medrec.errors import MedrecError
-from medrec.eval.metrics import OOF, bootstrap_draws, oof_statistic, oof_thresholds, percentile_interval
-from medrec.eval.report import LEVEL, Run, json_ready, load_run
+from medrec.eval.bootstrap import bootstrap_draws, percentile_interval
+from medrec.eval.document import LEVEL, json_ready
+from medrec.eval.inputs import Run, load_run
+from medrec.eval.oof import OOF, oof_statistic
+from medrec.eval.thresholds import oof_thresholds
 
 SCHEMA = "medrec-compare/1"
 

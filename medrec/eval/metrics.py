@@ -1,36 +1,26 @@
-"""Metrics on out-of-fold predictions, operating points and patient-level bootstrap CIs.
+"""Metric functions: one weighted, vectorised code path for every metric.
 
-One weighted, vectorised code path computes every metric: a (b, n) matrix of row weights gives
-b estimates at once. Weights of one give the plain metric (the tests check it against
-scikit-learn); the integer weights of a bootstrap resample give the metric on that resample,
-exactly as if the resampled rows had been copied. Resampling draws patients with replacement
-and gives each of a patient's rows the patient's count, so a patient's images move together.
-
-Operating points are never chosen on the rows they are reported on: in cross-validation, fold
-k's threshold is chosen on the other folds' out-of-fold predictions ("cross-fitting") and
-applied to fold k; pooled threshold metrics use those per-fold thresholds. The threshold stored
-for future data is chosen on all out-of-fold predictions. With a single (fixed validation)
-fold there is nothing to cross-fit: the threshold is chosen on that fold, and its metrics are
-flagged as optimistic.
+A (b, n) matrix of row weights gives b estimates at once. Weights of one give the plain metric
+(the tests check it against scikit-learn); the integer weights of a bootstrap resample give the
+metric on that resample, exactly as if the resampled rows had been copied (see
+`medrec.eval.bootstrap`).
 
 Conventions: scores are probabilities (sigmoid for binary/multilabel, softmax for
-multiclass); a case is called positive when score >= threshold; undefined ratios (0/0) are NaN
-and averages over labels skip them.
+multiclass); a case is called positive when score >= threshold; undefined ratios (0/0) are NaN.
+
+Related modules: `thresholds` (operating points, cross-fitted), `bootstrap` (patient-level
+resampling), `oof` (out-of-fold arrays as a statistic), `evaluate` (everything a report states).
+Their public names are also reachable from here for older callers.
 """
 
 from __future__ import annotations
 
-import logging
+import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 
-from medrec.config import EvalConfig, parse_operating_point
-from medrec.errors import DataError
 from medrec.eval import calibration as cal
-
-log = logging.getLogger(__name__)
 
 BINARY_METRICS = (
     "auroc", "auprc", "accuracy", "balanced_accuracy", "f1", "sensitivity", "specificity", "ppv", "npv",
@@ -318,262 +308,18 @@ def pr_curve(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     return recall, precision, np.r_[np.inf, thr]
 
 
-# ---------------------------------------------------------------- operating points
-
-def choose_threshold(y: np.ndarray, score: np.ndarray, rule: str) -> float:
-    """The score threshold (positive if score >= threshold) that `rule` picks on (y, score).
-
-    youden: maximises sensitivity + specificity - 1 (the highest such threshold on ties);
-    sensitivity:x: the highest threshold whose sensitivity is >= x;
-    specificity:x: the lowest threshold whose specificity is >= x;
-    fixed:x: x. Thresholds are observed scores, or just above the largest score when the
-    rule calls nothing positive.
-
-    Raises:
-        DataError: the rule needs both classes and `y` has only one.
-    """
-    kind, value = parse_operating_point(rule)
-    if kind == "fixed":
-        return float(value)
-    y = np.asarray(y, dtype=bool)
-    if y.all() or not y.any():
-        raise DataError(
-            f"operating point '{rule}' needs positive and negative cases; got {int(y.sum())} of {len(y)} positive"
-        )
-    fpr, tpr, thr = roc_curve(y, score)
-    tol = 1e-12
-    if kind == "youden":
-        i = int(np.argmax(tpr - fpr))
-    elif kind == "sensitivity":
-        i = int(np.flatnonzero(tpr >= value - tol)[0])
-    else:
-        i = int(np.flatnonzero(1 - fpr >= value - tol)[-1])
-    t = thr[i]
-    return float(np.nextafter(np.max(score), np.inf)) if np.isinf(t) else float(t)
+# Names that moved to the modules split out of this one; `from medrec.eval.metrics import X`
+# keeps working for them (resolved lazily, so the modules may import this one).
+_MOVED = {
+    "choose_threshold": "thresholds", "crossfit_thresholds": "thresholds", "oof_thresholds": "thresholds",
+    "threshold_selection": "thresholds",
+    "bootstrap": "bootstrap", "bootstrap_draws": "bootstrap", "percentile_interval": "bootstrap",
+    "OOF": "oof", "oof_statistic": "oof",
+    "per_fold_metrics": "evaluate", "confusion": "evaluate", "evaluate": "evaluate",
+}
 
 
-def crossfit_thresholds(
-    y: np.ndarray, score: np.ndarray, fold: np.ndarray, rule: str, *, repeat: np.ndarray | None = None
-) -> tuple[np.ndarray, list[dict]]:
-    """One threshold per row, chosen without looking at the row's own fold.
-
-    Within each repeat, fold k's threshold is `choose_threshold` on the rows of the other folds
-    (rows whose label is NaN are ignored). A repeat with one fold is a fixed validation set:
-    its threshold is chosen on that fold itself and the record says "this fold (optimistic)".
-    A threshold that cannot be chosen (one class only) is NaN, with a warning.
-
-    Returns:
-        (thresholds per row, records [{"repeat", "fold", "threshold", "chosen_on"}]).
-    """
-    y = np.asarray(y, dtype=float)
-    repeat = np.zeros(len(y), dtype=int) if repeat is None else np.asarray(repeat)
-    out = np.full(len(y), np.nan)
-    records = []
-    for r in np.unique(repeat):
-        in_r = repeat == r
-        folds = np.unique(fold[in_r])
-        for k in folds:
-            target = in_r & (fold == k)
-            source = (in_r & (fold != k) if len(folds) > 1 else target) & ~np.isnan(y)
-            try:
-                t = choose_threshold(y[source] == 1, score[source], rule)
-            except DataError as exc:
-                log.warning("repeat %s fold %s: no threshold (%s)", r, k, exc)
-                t = float("nan")
-            out[target] = t
-            chosen_on = "other folds" if len(folds) > 1 else "this fold (optimistic)"
-            if parse_operating_point(rule)[0] == "fixed":
-                chosen_on = "fixed"
-            records.append({"repeat": int(r), "fold": int(k), "threshold": t, "chosen_on": chosen_on})
-    return out, records
-
-
-# ---------------------------------------------------------------- bootstrap
-
-def bootstrap_draws(
-    stat: Statistic, units: np.ndarray, *, n_resamples: int, seed: int, chunk: int | None = None
-) -> tuple[dict[Key, float], dict[Key, np.ndarray]]:
-    """Point estimates and `n_resamples` bootstrap replicates of `stat`, resampling `units`.
-
-    `stat` maps (b, n) row weights to {key: (b,) values}. Each replicate draws as many units as
-    there are, with replacement, and gives every row its unit's count, so rows of one unit
-    (one patient's images, across repeats) move together. The draws depend only on `seed` and
-    the data, never on the machine, so metrics.json is reproducible.
-    """
-    codes = np.unique(np.asarray(units), return_inverse=True)[1].ravel()
-    n = len(codes)
-    n_units = int(codes.max()) + 1 if n else 0
-    point = {k: float(v[0]) for k, v in stat(np.ones((1, n))).items()}
-    if n_resamples == 0 or n_units == 0:
-        return point, {k: np.empty(0) for k in point}
-    rng = np.random.default_rng(seed)
-    # Chunks of ~500k weights (2 MB in float32) stay in cache; measured fastest for 1e3-1e4 rows.
-    chunk = chunk or max(1, min(n_resamples, 500_000 // max(n, 1)))
-    parts: dict[Key, list[np.ndarray]] = {k: [] for k in point}
-    for start in range(0, n_resamples, chunk):
-        c = min(chunk, n_resamples - start)
-        draws = rng.integers(0, n_units, size=(c, n_units)) + n_units * np.arange(c)[:, None]
-        counts = np.bincount(draws.ravel(), minlength=c * n_units).reshape(c, n_units)
-        # float32 halves the memory traffic; counts and their sums stay exact integers below 2**24.
-        for k, v in stat(counts[:, codes].astype(np.float32)).items():
-            parts[k].append(v)
-    return point, {k: np.concatenate(v) for k, v in parts.items()}
-
-
-def percentile_interval(draws: np.ndarray, level: float = 0.95) -> tuple[float, float, int]:
-    """(low, high, number of finite replicates) of the percentile bootstrap interval."""
-    ok = draws[np.isfinite(draws)]
-    if len(ok) == 0:
-        return float("nan"), float("nan"), 0
-    alpha = 100 * (1 - level) / 2
-    low, high = np.percentile(ok, [alpha, 100 - alpha])
-    return float(low), float(high), int(len(ok))
-
-
-def bootstrap(
-    stat: Statistic, units: np.ndarray, *, n_resamples: int, seed: int, level: float = 0.95
-) -> dict[Key, dict[str, float]]:
-    """{key: {"value", "ci_low", "ci_high", "n_valid"}} with percentile bootstrap intervals."""
-    point, draws = bootstrap_draws(stat, units, n_resamples=n_resamples, seed=seed)
-    out = {}
-    for k, value in point.items():
-        low, high, n_valid = percentile_interval(draws[k], level)
-        out[k] = {"value": value, "ci_low": low, "ci_high": high, "n_valid": n_valid}
-    return out
-
-
-# ---------------------------------------------------------------- out-of-fold evaluation
-
-@dataclass(frozen=True)
-class OOF:
-    """Out-of-fold predictions as arrays.
-
-    y/score: binary and multilabel (n, L) float (labels may be NaN); multiclass y (n,) int and
-    score (n, K). `unit` is the bootstrap unit of each row (the patient id, or the image when
-    the data has no patient ids).
-    """
-
-    task: str
-    names: tuple[str, ...]
-    y: np.ndarray
-    score: np.ndarray
-    fold: np.ndarray
-    repeat: np.ndarray
-    unit: np.ndarray
-
-    def block(self, rows: np.ndarray, thresholds: np.ndarray | None, w: np.ndarray,
-              n_bins: int | None) -> dict[Key, np.ndarray]:
-        """All metrics of the rows `rows` for each row of weights `w` (b, len(rows))."""
-        if self.task == "multiclass":
-            return multiclass_block(self.y[rows], self.score[rows], self.names, w, n_bins)
-        return multilabel_block(self.y[rows], self.score[rows], thresholds[rows], self.names, w, n_bins)
-
-
-def oof_statistic(oof: OOF, thresholds: np.ndarray | None, n_bins: int | None) -> Statistic:
-    """The run's metrics as a function of row weights: per repeat, then averaged over repeats."""
-    groups = [np.flatnonzero(oof.repeat == r) for r in np.unique(oof.repeat)]
-
-    def stat(w: np.ndarray) -> dict[Key, np.ndarray]:
-        parts = [oof.block(rows, thresholds, w[:, rows], n_bins) for rows in groups]
-        return {k: np.mean([p[k] for p in parts], axis=0) for k in parts[0]}
-
-    return stat
-
-
-def oof_thresholds(oof: OOF, rule: str) -> tuple[np.ndarray | None, list[dict], dict[str, float] | None]:
-    """Cross-fitted thresholds per (row, label), their records, and the stored threshold per
-    label chosen on all out-of-fold rows (None for multiclass, which uses the arg-max)."""
-    if oof.task == "multiclass":
-        return None, [], None
-    rows = np.full(oof.y.shape, np.nan)
-    records: list[dict] = []
-    stored: dict[str, float] = {}
-    for j, name in enumerate(oof.names):
-        rows[:, j], recs = crossfit_thresholds(oof.y[:, j], oof.score[:, j], oof.fold, rule, repeat=oof.repeat)
-        records += [{**r, "label": name} for r in recs]
-        has = ~np.isnan(oof.y[:, j])
-        try:
-            stored[name] = choose_threshold(oof.y[has, j] == 1, oof.score[has, j], rule)
-        except DataError as exc:
-            log.warning("label %s: no stored threshold (%s)", name, exc)
-            stored[name] = float("nan")
-    return rows, records, stored
-
-
-def per_fold_metrics(oof: OOF, thresholds: np.ndarray | None, n_bins: int | None) -> list[dict]:
-    """Run-level metrics of each (repeat, fold), at that fold's cross-fitted threshold."""
-    out = []
-    for r in np.unique(oof.repeat):
-        for k in np.unique(oof.fold[oof.repeat == r]):
-            rows = np.flatnonzero((oof.repeat == r) & (oof.fold == k))
-            block = oof.block(rows, thresholds, np.ones((1, len(rows))), n_bins)
-            out.append({
-                "repeat": int(r), "fold": int(k), "n_images": len(rows),
-                "n_patients": len(np.unique(oof.unit[rows])),
-                "metrics": {m: float(v[0]) for (label, m), v in block.items() if label == HEADLINE},
-            })
-    return out
-
-
-def confusion(oof: OOF, thresholds: np.ndarray | None) -> dict[str, list[list[float]]]:
-    """Confusion matrices at the operating point, averaged over repeats.
-
-    multiclass: {"matrix": K x K, rows = true class, columns = predicted class};
-    binary/multilabel: {label: [[tn, fp], [fn, tp]]}.
-    """
-    repeats = np.unique(oof.repeat)
-    if oof.task == "multiclass":
-        k = len(oof.names)
-        m = np.zeros((k, k))
-        np.add.at(m, (oof.y.astype(int), oof.score.argmax(axis=1)), 1.0)
-        return {"matrix": (m / len(repeats)).tolist()}
-    out = {}
-    for j, name in enumerate(oof.names):
-        has = ~np.isnan(oof.y[:, j])
-        y = oof.y[has, j] == 1
-        pred = oof.score[has, j] >= thresholds[has, j]
-        tp, fp, tn, fn = (float(c[0]) / len(repeats) for c in confusion_counts(y, pred))
-        out[name] = [[tn, fp], [fn, tp]]
-    return out
-
-
-def evaluate(oof: OOF, cfg: EvalConfig) -> dict:
-    """Everything the report states about a run's out-of-fold predictions.
-
-    Args:
-        cfg: the run's `EvalConfig` (operating_point, bootstrap, bootstrap_seed,
-            calibration_bins, temperature_scaling).
-
-    Returns:
-        {"metrics": {(label, metric): {"value", "ci_low", "ci_high", "n_valid"}},
-         "thresholds": per (row, label) or None, "fold_thresholds", "stored_threshold",
-         "selection", "per_fold", "confusion", "calibration"} (floats unrounded).
-    """
-    probabilities = bool(np.nanmin(oof.score) >= 0 and np.nanmax(oof.score) <= 1)
-    n_bins = cfg.calibration_bins if probabilities else None
-    thresholds, records, stored = oof_thresholds(oof, cfg.operating_point)
-    stat = oof_statistic(oof, thresholds, n_bins)
-    return {
-        "metrics": bootstrap(stat, oof.unit, n_resamples=cfg.bootstrap, seed=cfg.bootstrap_seed),
-        "thresholds": thresholds,
-        "fold_thresholds": records,
-        "stored_threshold": stored,
-        "selection": threshold_selection(oof, cfg.operating_point),
-        "per_fold": per_fold_metrics(oof, thresholds, n_bins),
-        "confusion": confusion(oof, thresholds),
-        "calibration": cal.calibration_summary(
-            oof.task, oof.names, oof.y, oof.score, oof.fold, oof.repeat,
-            n_bins=cfg.calibration_bins, temperature_scaling=cfg.temperature_scaling,
-        ),
-    }
-
-
-def threshold_selection(oof: OOF, rule: str) -> str:
-    """How the reported operating points were chosen: "argmax" (multiclass), "fixed",
-    "cross-fitted", or "same data (optimistic)" when a repeat has a single fold."""
-    if oof.task == "multiclass":
-        return "argmax"
-    if parse_operating_point(rule)[0] == "fixed":
-        return "fixed"
-    single = any(len(np.unique(oof.fold[oof.repeat == r])) == 1 for r in np.unique(oof.repeat))
-    return "same data (optimistic)" if single else "cross-fitted"
+def __getattr__(name: str):
+    if name in _MOVED:
+        return getattr(importlib.import_module(f"medrec.eval.{_MOVED[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

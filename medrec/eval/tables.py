@@ -1,0 +1,138 @@
+"""The report's tables as rows of text, shared by the HTML and Markdown renderings."""
+
+from __future__ import annotations
+
+from medrec.eval.inputs import Run
+
+
+def _fmt(v, digits: int = 3) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _wall(seconds) -> str:
+    if not isinstance(seconds, (int, float)):
+        return "—"
+    s = int(round(seconds))
+    return f"{s // 3600}h {s % 3600 // 60:02d}m {s % 60:02d}s"
+
+
+def _mapping(d) -> str:
+    if not isinstance(d, dict) or not d:
+        return "—" if not d else str(d)
+    return ", ".join(f"{k}: {v}" for k, v in d.items())
+
+
+def header_rows(run: Run, doc: dict) -> list[tuple[str, str]]:
+    """(field, value) pairs of the report header."""
+    info, prov, vol, data = run.info, doc["provenance"], doc["volatile"], doc["data"]
+    fp = prov.get("data_fingerprint") or {}
+    return [
+        ("Config name", prov["name"]),
+        ("Task", f"{doc['task']} ({', '.join(doc['labels'])})"),
+        ("Status", _fmt(prov.get("status"))),
+        ("Initialisation", _fmt(prov.get("initialisation"))),
+        ("Weights file", _fmt(info.get("weights_file"))),
+        ("Weights sha256", _fmt(prov.get("weights_sha256"))),
+        ("Data fingerprint", _mapping(fp)),
+        ("Git commit", _fmt(vol.get("git_commit"))),
+        ("Package versions", _mapping(prov.get("versions"))),
+        ("Seeds", _mapping(prov.get("seeds"))),
+        ("Hardware", _mapping(vol.get("hardware"))),
+        ("Created / finished", f"{_fmt(vol.get('created'))} / {_fmt(vol.get('finished'))}"),
+        ("Wall time", _wall(vol.get("wall_time_s"))),
+        ("Config sha256", prov["config_sha256"]),
+        ("Images / patients / rows", f"{data['n_images']} / {_fmt(data['n_patients'])} / {data['n_rows']}"),
+        ("Folds × repeats", f"{data['n_folds']} × {data['n_repeats']}"),
+        ("Resampling unit", "patient" if doc["bootstrap"]["unit"] == "patient" else "image (no patient ids)"),
+        ("Preprocessing", preprocessing_text(run.cfg.data)),
+        ("Augmentation", run.cfg.data.augment.summary(run.cfg.data.modality)),
+        *([("Tuned", run.cfg.tune.tuned_from.summary())] if run.cfg.tune and run.cfg.tune.tuned_from else []),
+    ]
+
+
+def preprocessing_text(data) -> str:
+    """One line saying how images were preprocessed: modality, CT windows (C/W) or MRI intensity
+    scaling or the radiograph window, which slice of a volume, input size."""
+    parts = [f"modality {data.modality}"]
+    if data.modality == "ct" and data.channels:
+        from medrec.io.dicom import named_windows
+
+        windows = [f"{name} ({c:g}/{width:g})" for name, c, width in named_windows(data.channels)]
+        parts.append(f"CT windows (C/W): {', '.join(windows)}")
+    elif data.modality == "mri":
+        parts.append(f"intensity {data.intensity}")
+    else:
+        w = data.window
+        parts.append(f"window {'C/W ' + '/'.join(f'{v:g}' for v in w) if isinstance(w, (list, tuple)) else w}")
+    parts.append({"middle": "middle slice", "all": "all slices"}.get(data.slice, f"slice {data.slice}"))
+    if data.frame is not None:
+        parts.append(f"frame {data.frame}")
+    parts.append(f"{data.image_size} px")
+    return " · ".join(parts)
+
+
+def _threshold_text(doc: dict) -> str:
+    op = doc["operating_point"]
+    t = op["threshold"]
+    if t is None:
+        return f"{op['rule']} (no threshold)"
+    if isinstance(t, dict):
+        t = ", ".join(f"{k}: {_fmt(v, 4)}" for k, v in t.items())
+    else:
+        t = _fmt(t, 4)
+    return f"rule {op['rule']}; selection: {op['selection']}; stored threshold (all OOF predictions): {t}"
+
+
+def metric_rows(doc: dict) -> list[tuple[str, str, str, str]]:
+    """(metric, value, 95% CI, n valid resamples) of the headline metrics."""
+    out = []
+    for name, m in doc["metrics"].items():
+        mark = " †" if "note" in m else ""
+        ci = "—" if m["ci_low"] is None else f"{_fmt(m['ci_low'])} – {_fmt(m['ci_high'])}"
+        out.append((name + mark, _fmt(m["value"]), ci, str(m["n_valid"])))
+    return out
+
+
+def fold_rows(doc: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the per-fold table (thresholds from the cross-fitting records)."""
+    thr: dict[tuple[int, int], list[str]] = {}
+    for rec in doc["operating_point"]["fold_thresholds"]:
+        text = _fmt(rec["threshold"], 4)
+        if len(doc["labels"]) > 1:
+            text = f"{rec['label']}: {text}"
+        thr.setdefault((rec["repeat"], rec["fold"]), []).append(text)
+    names = list(doc["per_fold"][0]["metrics"]) if doc["per_fold"] else []
+    head = ["repeat", "fold", "images", "patients", "threshold"] + names
+    rows = [[str(f["repeat"]), str(f["fold"]), str(f["n_images"]),
+             str(f["n_patients"]) if doc["bootstrap"]["unit"] == "patient" else "—",
+             "; ".join(thr.get((f["repeat"], f["fold"]), ["—"]))] + [_fmt(f["metrics"][n]) for n in names]
+            for f in doc["per_fold"]]
+    return head, rows
+
+
+def label_rows(doc: dict) -> tuple[list[str], list[list[str]]]:
+    """Per-label (or per-class) metrics with CIs."""
+    if not doc["per_label"]:
+        return [], []
+    names = list(next(iter(doc["per_label"].values())))
+    rows = []
+    for label, ms in doc["per_label"].items():
+        cells = [label]
+        for n in names:
+            m = ms[n]
+            ci = "" if m["ci_low"] is None else f" ({_fmt(m['ci_low'])}–{_fmt(m['ci_high'])})"
+            cells.append(_fmt(m["value"]) + ci)
+        rows.append(cells)
+    return ["label"] + names, rows
+
+
+def calibration_rows(doc: dict) -> list[list[str]]:
+    ts = doc["calibration"].get("temperature_scaling")
+    if not ts:
+        return []
+    return [[name, _fmt(ts["stored"].get(name), 3), _fmt(b["ece"]), _fmt(ts["after"][name]["ece"]),
+             _fmt(b["brier"]), _fmt(ts["after"][name]["brier"])] for name, b in ts["before"].items()]
