@@ -14,7 +14,7 @@ radiograph-like images saved as RGB JPEG at qualities 70-95 (with and without a 
 scanner noise) stay far below them, while a grey image with one small coloured arrow (0.05% of
 the pixels) or a faint colour cast is above.
 
-data.color:  auto (default) near-grey -> grey (mean of the channels), colour -> refused;
+data.color:  auto (default) near-grey -> grey (BT.601 luma: for equal channels, their value), colour -> refused;
              convert  colour -> luma (ITU-R BT.601: 0.299 R + 0.587 G + 0.114 B);
              strict   anything not stored grey (L, I;16, I, F, 1; alpha allowed) -> refused.
 """
@@ -107,12 +107,9 @@ def pillow_to_grey(im: Any, path: Any, color: str = "auto") -> tuple[np.ndarray,
     m = measure_colour(rgb)
     if m.max_spread == 0:
         return rgb[..., 0].copy(), 255.0, Conversion(kind or "rgb_identical", alpha, m)
-    if m.near_grey:
-        grey = rgb.mean(axis=2, dtype=np.float32)
-        return grey, 255.0, Conversion(kind or "rgb_near_grey", alpha, m)
-    if color == "convert":
+    if m.near_grey or color == "convert":
         grey = rgb.astype(np.float32) @ np.asarray(BT601, dtype=np.float32)
-        return grey, 255.0, Conversion("rgb_luma", alpha, m)
+        return grey, 255.0, Conversion(kind or "rgb_near_grey" if m.near_grey else "rgb_luma", alpha, m)
     raise ColourImageError(f"{path}: colour image ({mode}): {m.describe()}; set data.color: convert to read "
                            "it as luma (ITU-R BT.601), or leave it out")
 

@@ -5,12 +5,12 @@ so a file one of them lists is a file the others read (and one they refuse for t
 
 The rules, in order:
 1. A PNG/JPEG/TIFF/BMP suffix -> Pillow; ``.nii`` / ``.nii.gz`` -> nibabel.
-2. A DICOM suffix (``.dcm``, ``.dicom``, ``.dic``, ``.ima``) or a UID-like name whose last dot part is
-   digits (``1.2.840.1234``) -> pydicom.
-3. No suffix or any other suffix: the content decides. The Part 10 ``DICM`` marker at byte 128, or
-   (no suffix only) a first element in DICOM groups 0000/0002/0008 as old ACR-NEMA files start ->
-   pydicom; a PNG/JPEG/TIFF/BMP signature -> Pillow. Anything else (README, .csv, .txt) is not an
-   image and is skipped, not reported as an error.
+2. A DICOM suffix (``.dcm``, ``.dicom``, ``.dic``, ``.ima``), a UID-like name whose last dot part is
+   digits (``1.2.840.1234``), or no suffix at all (``IM0001``, as DICOM trees name slices) -> pydicom.
+   A damaged file named so is therefore listed, and reported by whoever reads it, not skipped.
+3. Any other suffix: the content decides. The Part 10 ``DICM`` marker at byte 128 -> pydicom; a
+   PNG/JPEG/TIFF/BMP signature -> Pillow. Anything else (README.txt, .csv) is not an image and is
+   skipped, not reported as an error.
 """
 
 from __future__ import annotations
@@ -31,8 +31,6 @@ DICOM_SUFFIXES = (".dcm", ".dicom", ".dic", ".ima")
 IMAGE_SUFFIXES = PIL_SUFFIXES + NIFTI_SUFFIXES + DICOM_SUFFIXES
 # File signatures of the formats Pillow reads here (first bytes of the file).
 _PIL_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"II*\x00", b"MM\x00*", b"BM")
-# Little- and big-endian group numbers an ACR-NEMA file (no preamble) starts with.
-_ACR_NEMA_GROUPS = (b"\x00\x00", b"\x02\x00", b"\x08\x00", b"\x00\x02", b"\x00\x08")
 
 
 def image_reader(path: str | Path) -> str | None:
@@ -52,8 +50,6 @@ def image_reader(path: str | Path) -> str | None:
         return DICOM
     if head.startswith(_PIL_MAGIC):
         return PILLOW
-    if "." not in name.lstrip(".") and head[:2] in _ACR_NEMA_GROUPS:
-        return DICOM
     return None
 
 
@@ -63,9 +59,9 @@ def is_image_file(path: str | Path) -> bool:
 
 
 def dicom_like_name(name: str | Path) -> bool:
-    """A DICOM suffix, or a UID-like name whose last dot part is digits ('1.2.840.10008.1')."""
+    """No suffix, a DICOM suffix, or a UID-like name whose last dot part is digits ('1.2.840.10008.1')."""
     suffix = os.path.splitext(os.path.basename(str(name)).lower())[1]
-    return suffix in DICOM_SUFFIXES or (len(suffix) > 1 and suffix[1:].isdigit())
+    return suffix in ("", *DICOM_SUFFIXES) or suffix[1:].isdigit()
 
 
 def has_dicm_marker(path: str | Path) -> bool:
