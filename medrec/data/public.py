@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 LABEL_COLUMNS_ATTR = "label_columns"
 DEFAULT_LABELS = ("label",)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom", ".nii", ".nii.gz")
+from medrec.io.formats import IMAGE_SUFFIXES  # noqa: E402 - the one registry of image files
 NIH_FINDINGS = (
     "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
     "Pneumothorax", "Consolidation", "Edema", "Emphysema", "Fibrosis", "Pleural_Thickening", "Hernia",
@@ -125,12 +125,9 @@ def _subfolders(folder: Path) -> list[Path]:
 
 
 def _image_files(folder: Path) -> list[Path]:
-    out = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        out += [Path(dirpath, f).resolve() for f in filenames
-                if not f.startswith(".") and f.lower().endswith(IMAGE_SUFFIXES)]
-    return sorted(out)
+    from medrec.io.formats import scan_folder  # the one registry of image files (issue 14)
+
+    return sorted(p.resolve() for p in scan_folder(folder).images)
 
 
 def patient_from_name(name: str) -> str | None:
