@@ -24,13 +24,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
 from medrec.errors import ConfigError
+
+if TYPE_CHECKING:  # torch is imported where it is used: the review app draws overlays without it
+    import torch
+    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,7 @@ class GradCAM:
     """
 
     def __init__(self, model: nn.Module, layer: str):
+        import torch
         from monai.visualize import GradCAM as MonaiGradCAM
         from monai.visualize.class_activation_maps import ModelWithHooks
 
@@ -73,6 +76,8 @@ class GradCAM:
 
     def __call__(self, x: torch.Tensor, class_idx: int | Sequence[int] | torch.Tensor) -> torch.Tensor:
         """Maps (B, H, W) at the input's size, each divided by its maximum (all-zero stays zero)."""
+        import torch
+
         idx = torch.as_tensor(class_idx, dtype=torch.long, device=x.device)
         # Gradients are needed even when the caller runs under no_grad / inference mode.
         with torch.inference_mode(False), torch.enable_grad():
@@ -93,6 +98,8 @@ class EnsembleCAM:
         self.cams = [GradCAM(m, layer) for m in models]
 
     def __call__(self, x: torch.Tensor, class_idx) -> torch.Tensor:
+        import torch
+
         return torch.stack([cam(x, class_idx) for cam in self.cams]).mean(dim=0)
 
 
@@ -104,6 +111,9 @@ def to_original(cam: torch.Tensor | np.ndarray, applied_operations: Sequence[dic
     the recorded original size. Bilinear, because the map is smooth while the preprocessing's
     'area' mode would repeat pixels when enlarging.
     """
+    import torch
+    import torch.nn.functional as F
+
     out = torch.as_tensor(np.asarray(cam), dtype=torch.float32)
     for op in reversed(list(applied_operations)):
         name, info = op["class"], op.get("extra_info", {})

@@ -1,5 +1,6 @@
-"""Clinician review of a run's predictions: verdict store, case loading, the Streamlit app launcher.
+"""Clinician review of a run's predictions: the Streamlit page, its server, cases and verdicts.
 
-`python -m medrec.review RUN_DIR` serves apps/review.py on 127.0.0.1; see medrec.review.cases
-(predictions, filters, safe paths, display images) and medrec.review.store (RUN/review.sqlite).
+`python -m medrec.review RUN_DIR` serves medrec/review/app.py on 127.0.0.1 (medrec.review.server).
+Plain-Python parts: cases (predictions -> checked cases, filters), display (images, windows, CAM
+overlay), paths (which files may be opened), runinfo (run folder), store (RUN/review.sqlite).
 """

@@ -1,86 +1,77 @@
-"""`python -m medrec.review RUN_DIR [--port P] [--host H] [--predictions FILE]`: serve the review app.
+"""`python -m medrec.review RUN_DIR [--host H] [--port P] [--token T] [--predictions FILE]`: serve the review app.
 
-Runs Streamlit in this process (so stopping this PID stops the server), bound to 127.0.0.1
-unless --host says otherwise, headless, without usage statistics.
+Runs the review page (inside the package, so a wheel install works) as a Streamlit app in this
+process (stopping this PID stops the server), bound to 127.0.0.1 unless --host says otherwise,
+headless, without usage statistics or error details, answering only to the names it binds.
+A non-loopback --host needs an access token (--token or MEDREC_REVIEW_TOKEN); the printed URL
+carries it and a browser without it is asked for it.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import socket
 import sys
 from pathlib import Path
 
-APP = Path(__file__).resolve().parents[2] / "apps" / "review.py"
+from medrec.exitcodes import handle_errors
+
+from medrec.review import server
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port that is free on `host` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m medrec.review", description=__doc__.splitlines()[0])
+    p.add_argument("run_dir", type=Path, help="run folder written by medrec.finetune")
+    p.add_argument("--port", type=int, default=None, help="port (default: a free one)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1, this machine only; ::1 for IPv6 loopback)")
+    p.add_argument("--token", default=None,
+                   help=f"access token, required for a non-loopback --host (default: ${server.TOKEN_ENV}; "
+                   "the environment keeps it out of the process list)")
+    p.add_argument("--allowed-host", action="append", default=[], metavar="NAME",
+                   help="another Host name browsers use to reach this server (e.g. behind a proxy); repeatable")
+    p.add_argument("--predictions", type=Path, default=None,
+                   help="predictions CSV to review instead of RUN/oof_predictions.csv")
+    return p
 
 
-def streamlit_argv(app: Path, run_dir: Path, *, host: str, port: int, predictions: Path | None) -> list[str]:
-    """The `streamlit run` command line: local-only, headless, no telemetry, no file watcher."""
-    argv = [
-        "streamlit",
-        "run",
-        str(app),
-        f"--server.address={host}",
-        f"--server.port={port}",
-        "--server.headless=true",
-        "--server.fileWatcherType=none",
-        "--server.runOnSave=false",
-        "--browser.gatherUsageStats=false",
-        f"--browser.serverAddress={host}",
-        f"--browser.serverPort={port}",
-        "--client.toolbarMode=minimal",
-        "--",
-        "--run",
-        str(run_dir),
-    ]
-    if predictions:
-        argv += ["--predictions", str(predictions)]
-    return argv
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m medrec.review", description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", type=Path, help="run folder written by medrec.finetune")
-    parser.add_argument("--port", type=int, default=None, help="port (default: a free one)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
-    parser.add_argument(
-        "--predictions", type=Path, default=None, help="predictions CSV to review instead of RUN/oof_predictions.csv"
-    )
-    args = parser.parse_args(argv)
-
-    run_dir = args.run_dir.resolve()
-    if not (run_dir / "run.json").is_file():
-        print(f"error: {run_dir} is not a medrec run folder (no run.json)", file=sys.stderr)
-        return 2
+def _check(args: argparse.Namespace, token: str | None) -> str | None:
+    """The reason not to start, or None."""
+    if not (args.run_dir / "run.json").is_file():
+        return f"{args.run_dir} is not a medrec run folder (no run.json)"
     if args.predictions and not args.predictions.is_file():
-        print(f"error: predictions file {args.predictions} not found", file=sys.stderr)
-        return 2
-    if not APP.is_file():
-        print(f"error: the app {APP} is missing; run from a medrec source checkout", file=sys.stderr)
+        return f"predictions file {args.predictions} not found"
+    if not server.is_loopback(args.host) and not token:
+        return (f"--host {args.host} makes patient images reachable from the network; refused without an "
+                f"access token: add --token TOKEN or set {server.TOKEN_ENV} (or bind 127.0.0.1)")
+    if token is not None and len(token) < 8:
+        return "the access token is shorter than 8 characters; use a longer one (e.g. python -c " \
+               "'import secrets; print(secrets.token_urlsafe())')"
+    return None
+
+
+@handle_errors
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    args.run_dir = args.run_dir.resolve()
+    token = args.token or os.environ.get(server.TOKEN_ENV) or None
+    problem = _check(args, token)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     try:
-        port = args.port or free_port(args.host)
+        port = args.port or server.free_port(args.host)
     except OSError as exc:
         print(f"error: cannot bind {args.host}: {exc}", file=sys.stderr)
         return 2
-    predictions = args.predictions.resolve() if args.predictions else None
-    os.environ["MEDREC_REVIEW_RUN"] = str(run_dir)
-    if predictions:
-        os.environ["MEDREC_REVIEW_PREDICTIONS"] = str(predictions)
-    print(f"medrec review of {run_dir.name}: http://{args.host}:{port}  (Ctrl+C to stop)", flush=True)
-
-    from streamlit.web import cli as stcli
-
-    sys.argv = streamlit_argv(APP, run_dir, host=args.host, port=port, predictions=predictions)
-    return stcli.main()
+    os.environ["MEDREC_REVIEW_RUN"] = str(args.run_dir)
+    if args.predictions:
+        os.environ["MEDREC_REVIEW_PREDICTIONS"] = str(args.predictions.resolve())
+    allowed = server.allowed_hosts(args.host, args.allowed_host)
+    print(f"medrec review of {args.run_dir.name}: {server.url(args.host, port, token)}  (Ctrl+C to stop)", flush=True)
+    print(f"answering to: {', '.join(allowed)}", flush=True)
+    server.serve(args.host, port, token=token, allowed=allowed)
+    return 0
 
 
 if __name__ == "__main__":

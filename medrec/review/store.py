@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import os
 import sqlite3
 from collections.abc import Iterable
 from contextlib import closing, contextmanager
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from medrec.errors import DataError
+from medrec.fileio import atomic_write_text
+from medrec.safetext import csv_cell
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +31,7 @@ VERDICTS = ("agree", "disagree", "unsure")
 DB_NAME = "review.sqlite"
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 30_000
+PRIVATE = 0o600  # verdicts hold reviewers' names and free-text comments about patients' images
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS verdicts (
@@ -85,6 +89,7 @@ class VerdictStore:
         self.path = Path(path)
         if self.path.is_dir():
             self.path = self.path / DB_NAME
+        _make_private(self.path)
         with self._connect() as conn:
             # WAL lets readers proceed while one writer commits; the mode persists in the file.
             conn.execute("PRAGMA journal_mode=WAL")
@@ -135,48 +140,24 @@ class VerdictStore:
 
     def history(self, image_id: str | None = None, target: str | None = None) -> list[Verdict]:
         """Every verdict, oldest first; optionally of one case (and target)."""
-        sql, args = "SELECT * FROM verdicts", []
-        clauses = []
-        if image_id is not None:
-            clauses.append("image_id = ?")
-            args.append(image_id)
-        if target is not None:
-            clauses.append("target = ?")
-            args.append(target)
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        return self._query(sql + " ORDER BY id", args)
+        where, args = _where(image_id=image_id, target=target)
+        return self._query(f"SELECT * FROM verdicts{where} ORDER BY id", args)
 
     def latest(self, image_id: str | None = None, target: str | None = None) -> list[Verdict]:
         """The latest verdict of each reviewer on each (case, target), ordered by case then reviewer."""
+        where, args = _where("v.", image_id=image_id, target=target)
         sql = (
             "SELECT v.* FROM verdicts v JOIN (SELECT MAX(id) AS id FROM verdicts "
-            "GROUP BY image_id, target, reviewer) last ON v.id = last.id"
+            f"GROUP BY image_id, target, reviewer) last ON v.id = last.id{where} "
+            "ORDER BY v.image_id, v.target, v.reviewer"
         )
-        clauses, args = [], []
-        if image_id is not None:
-            clauses.append("v.image_id = ?")
-            args.append(image_id)
-        if target is not None:
-            clauses.append("v.target = ?")
-            args.append(target)
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
-        return self._query(sql + " ORDER BY v.image_id, v.target, v.reviewer", args)
+        return self._query(sql, args)
 
     def reviewed_ids(self, reviewer: str | None = None, target: str | None = None) -> set[str]:
         """Image ids with at least one verdict (by `reviewer` if given, on `target` if given)."""
-        sql, clauses, args = "SELECT DISTINCT image_id FROM verdicts", [], []
-        if reviewer:
-            clauses.append("reviewer = ?")
-            args.append(reviewer.strip())
-        if target is not None:
-            clauses.append("target = ?")
-            args.append(target)
-        if clauses:
-            sql += " WHERE " + " AND ".join(clauses)
+        where, args = _where(reviewer=reviewer.strip() if reviewer else None, target=target)
         with self._connect() as conn:
-            return {r[0] for r in conn.execute(sql, args)}
+            return {r[0] for r in conn.execute(f"SELECT DISTINCT image_id FROM verdicts{where}", args)}
 
     def count(self) -> int:
         with self._connect() as conn:
@@ -189,20 +170,42 @@ class VerdictStore:
     def export_csv(self, out: str | Path | IO[str] | None = None, *, latest_only: bool = False) -> str:
         """Write every verdict (or only the latest per reviewer) as CSV; returns the CSV text.
 
-        `out` may be a path, an open text file, or None (only return the text).
+        `out` may be a path (written atomically, mode 0600), an open text file, or None (only
+        return the text). Text cells that a spreadsheet would run as a formula (starting with
+        = + - @ tab CR) get a leading ' (medrec.safetext.csv_cell).
         """
         rows = self.latest() if latest_only else self.history()
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
         writer.writeheader()
         for v in rows:
-            writer.writerow(asdict(v))
+            writer.writerow({k: csv_cell(x) for k, x in asdict(v).items()})
         text = buf.getvalue()
         if isinstance(out, (str, Path)):
-            Path(out).write_text(text, encoding="utf-8")
+            atomic_write_text(out, text, mode=PRIVATE)
         elif out is not None:
             out.write(text)
         return text
+
+
+def _where(prefix: str = "", **conditions: str | None) -> tuple[str, list[str]]:
+    """' WHERE a = ? AND b = ?' for the conditions that are not None, and their values."""
+    used = {k: v for k, v in conditions.items() if v is not None}
+    if not used:
+        return "", []
+    return " WHERE " + " AND ".join(f"{prefix}{k} = ?" for k in used), list(used.values())
+
+
+def _make_private(path: Path) -> None:
+    """Create the database file 0600 before SQLite opens it (SQLite gives its -wal and -shm files
+    the database file's mode), and narrow an existing one that others could read."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, PRIVATE))
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, PRIVATE)
+            log.info("%s was readable by others; narrowed to owner-only", path.name)
+    except OSError as exc:
+        raise DataError(f"cannot open the verdict database {path}: {exc}; is the run folder writable?") from None
 
 
 def reviewer_label(v: Verdict) -> str | None:
@@ -230,6 +233,13 @@ def _kappa(a: list[str], b: list[str]) -> float | None:
     return float(cohen_kappa_score(a, b))
 
 
+def _by_reviewer(latest: list[Verdict]) -> dict[str, dict[tuple[str, str], Verdict]]:
+    by: dict[str, dict[tuple[str, str], Verdict]] = {}
+    for v in latest:
+        by.setdefault(v.reviewer, {})[(v.image_id, v.target)] = v
+    return by
+
+
 def agreement(latest: list[Verdict]) -> dict[str, Any]:
     """Agreement summary from the latest verdicts.
 
@@ -238,9 +248,7 @@ def agreement(latest: list[Verdict]) -> dict[str, Any]:
     Cohen's kappa between the model's decision and the reviewer's label; per pair of reviewers
     who both labelled the same (case, target), n, raw agreement and Cohen's kappa.
     """
-    by_reviewer: dict[str, dict[tuple[str, str], Verdict]] = {}
-    for v in latest:
-        by_reviewer.setdefault(v.reviewer, {})[(v.image_id, v.target)] = v
+    by_reviewer = _by_reviewer(latest)
     model_rows = []
     for name in sorted(by_reviewer):
         vs = list(by_reviewer[name].values())
@@ -257,15 +265,19 @@ def agreement(latest: list[Verdict]) -> dict[str, Any]:
                 "kappa_vs_model": _kappa([m for m, _ in pairs], [r for _, r in pairs]),
             }
         )
-    pair_rows = []
+    return {"model_vs_reviewer": model_rows, "reviewer_vs_reviewer": _pair_rows(by_reviewer)}
+
+
+def _pair_rows(by_reviewer: dict[str, dict[tuple[str, str], Verdict]]) -> list[dict[str, Any]]:
+    rows = []
     for a, b in combinations(sorted(by_reviewer), 2):
         shared = sorted(set(by_reviewer[a]) & set(by_reviewer[b]))
+        if not shared:
+            continue
         la = [reviewer_label(by_reviewer[a][k]) for k in shared]
         lb = [reviewer_label(by_reviewer[b][k]) for k in shared]
         both = [(x, y) for x, y in zip(la, lb) if x is not None and y is not None]
-        if not shared:
-            continue
-        pair_rows.append(
+        rows.append(
             {
                 "reviewer_a": a,
                 "reviewer_b": b,
@@ -275,4 +287,37 @@ def agreement(latest: list[Verdict]) -> dict[str, Any]:
                 "kappa": _kappa([x for x, _ in both], [y for _, y in both]),
             }
         )
-    return {"model_vs_reviewer": model_rows, "reviewer_vs_reviewer": pair_rows}
+    return rows
+
+
+def disagreements(latest: list[Verdict]) -> list[dict[str, Any]]:
+    """The (case, target)s on which reviewers assert different labels (`reviewer_label`; an
+    'unsure' asserts none), in case order: image_id, target and each reviewer's
+    {reviewer: (verdict, label)}."""
+    cases: dict[tuple[str, str], dict[str, Verdict]] = {}
+    for v in latest:
+        cases.setdefault((v.image_id, v.target), {})[v.reviewer] = v
+    out = []
+    for (image_id, target), votes in sorted(cases.items()):
+        labels = {reviewer_label(v) for v in votes.values()} - {None}
+        if len(labels) > 1:
+            out.append(
+                {
+                    "image_id": image_id,
+                    "target": target,
+                    "votes": {r: (v.verdict, reviewer_label(v)) for r, v in sorted(votes.items())},
+                }
+            )
+    return out
+
+
+def progress(latest: list[Verdict], target: str, n_cases: int) -> list[dict[str, Any]]:
+    """Per reviewer: cases with a current verdict on `target` and their share of `n_cases`."""
+    done: dict[str, set[str]] = {}
+    for v in latest:
+        if v.target == target:
+            done.setdefault(v.reviewer, set()).add(v.image_id)
+    return [
+        {"reviewer": r, "reviewed": len(ids), "share": len(ids) / n_cases if n_cases else 0.0}
+        for r, ids in sorted(done.items())
+    ]

@@ -1,4 +1,5 @@
-"""apps/review.py through Streamlit's AppTest: filters, verdicts, navigation, refused paths."""
+"""The review page (medrec/review/app.py) through Streamlit's AppTest: filters, verdicts,
+navigation, refused paths, the Agreement tab."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from medrec.review.server import PAGE as APP
 from medrec.review.store import VerdictStore
 
 from .conftest import IDENTIFIERS, THRESHOLD
 
-APP = Path(__file__).resolve().parents[2] / "apps" / "review.py"
+ENTRY = Path(__file__).resolve().parents[2] / "apps" / "review.py"
 
 
 @pytest.fixture
@@ -33,8 +35,17 @@ def _current_case(at: AppTest) -> str:
     return header.split("`")[1]
 
 
+def _tab(at: AppTest, name: str) -> AppTest:
+    """Select a tab (tabs are lazy: only the open one runs)."""
+    at.session_state["tab"] = name
+    return at.run()
+
+
 def _case_table(at: AppTest) -> pd.DataFrame:
-    return next(d.value for d in at.dataframe if "image" in d.value.columns and "margin" in d.value.columns)
+    _tab(at, "Case list")
+    table = next(d.value for d in at.dataframe if "image" in d.value.columns and "margin" in d.value.columns)
+    _tab(at, "Review")
+    return table
 
 
 def _all_text(at: AppTest) -> str:
@@ -183,7 +194,7 @@ def test_agreement_tab_reports_cohens_kappa(app, run_dir: Path):
     for name, vs in votes.items():
         for (image_id, dec), v in zip(decisions.items(), vs):
             store.add(Verdict(image_id=image_id, reviewer=name, verdict=v, model_decision=dec))
-    at = app(run_dir)
+    at = _tab(app(run_dir), "Agreement & export")
     pair = next(d.value for d in at.dataframe if "Cohen's κ" in d.value.columns)
     flip = {"agree": lambda d: d, "disagree": lambda d: "1" if d == "0" else "0"}
     labels = {n: [flip[v](d) for v, d in zip(vs, decisions.values())] for n, vs in votes.items()}
@@ -194,36 +205,26 @@ def test_agreement_tab_reports_cohens_kappa(app, run_dir: Path):
     }
 
 
-def test_launcher_binds_localhost_without_telemetry(tmp_path: Path, capsys):
-    from medrec.review.__main__ import main, streamlit_argv
-
-    argv = streamlit_argv(APP, tmp_path, host="127.0.0.1", port=8999, predictions=None)
-    assert argv[:3] == ["streamlit", "run", str(APP)]
-    for flag in (
-        "--server.address=127.0.0.1",
-        "--server.port=8999",
-        "--server.headless=true",
-        "--browser.gatherUsageStats=false",
-    ):
-        assert flag in argv
-    assert argv[argv.index("--") :] == ["--", "--run", str(tmp_path)]
-    assert main([str(tmp_path)]) == 2  # not a run folder: a clear error, no server
-    assert "no run.json" in capsys.readouterr().err
+def test_apps_entry_serves_the_same_page(monkeypatch: pytest.MonkeyPatch, run_dir: Path):
+    assert ENTRY.read_text().count("\n") <= 3 and "from medrec.review.app import main" in ENTRY.read_text()
+    monkeypatch.setenv("MEDREC_REVIEW_RUN", str(run_dir))
+    at = AppTest.from_file(str(ENTRY), default_timeout=60).run()
+    assert not at.exception and _current_case(at) == "img0" and len(at.image) == 1
 
 
 def test_ct_volume_run_shows_each_slice_through_the_runs_first_window(app, volume_run: Path, monkeypatch):
-    from medrec.review import cases as C
+    from medrec.review import display as D
 
     from .conftest import ct_volume
 
     reads = []
-    prepare = C.prepare_display
+    prepare = D.prepare_display
 
-    def recording(path, max_side=C.DEFAULT_MAX_SIDE, **kw):
+    def recording(path, max_side=D.DEFAULT_MAX_SIDE, **kw):
         reads.append(kw.get("slice_index"))
         return prepare(path, max_side, **kw)
 
-    monkeypatch.setattr(C, "prepare_display", recording)
+    monkeypatch.setattr(D, "prepare_display", recording)
     at = app(volume_run, case="head-s1")
     assert not at.error and len(at.image) == 1
     assert reads == [1, 3]  # this case's slice, then the next case's (prefetch)

@@ -14,6 +14,8 @@ from pydicom.pixels import apply_modality_lut
 
 from medrec.errors import CheckpointError, DataError, ImageError
 from medrec.review import cases as C
+from medrec.review import display as D
+from medrec.review import paths as P
 
 from .conftest import IDENTIFIERS, THRESHOLD, build_run
 
@@ -141,18 +143,18 @@ def test_path_resolution_refuses_escapes(evil_run: Path, tmp_path: Path):
         "",
         float("nan"),
     ):
-        with pytest.raises(C.PathRefused):
-            C.case_path(run, raw)
+        with pytest.raises(P.PathRefused):
+            P.case_path(run, raw)
 
 
 def test_path_resolution_accepts_files_in_the_roots(evil_run: Path, tmp_path: Path):
     run = C.load_run(evil_run)
     png = tmp_path / "data" / "img0.png"
-    assert C.case_path(run, str(png)) == Path(os.path.realpath(png))
-    assert C.case_path(run, "img0.png") == Path(os.path.realpath(png))  # relative: under data_root
-    assert C.case_path(run, str(evil_run / "run.json")) == (evil_run / "run.json").resolve()
+    assert P.case_path(run, str(png)) == Path(os.path.realpath(png))
+    assert P.case_path(run, "img0.png") == Path(os.path.realpath(png))  # relative: under data_root
+    assert P.case_path(run, str(evil_run / "run.json")) == (evil_run / "run.json").resolve()
     with pytest.raises(ImageError, match="not found"):
-        C.case_path(run, str(tmp_path / "data" / "missing.png"))
+        P.case_path(run, str(tmp_path / "data" / "missing.png"))
 
 
 def test_filesystem_root_as_data_root_is_ignored(run_dir: Path):
@@ -163,19 +165,19 @@ def test_filesystem_root_as_data_root_is_ignored(run_dir: Path):
     (run_dir / "run.json").write_text(json.dumps(info))
     run = C.load_run(run_dir)
     assert run.data_root is None
-    with pytest.raises(C.PathRefused):
-        C.case_path(run, "/etc/passwd")
+    with pytest.raises(P.PathRefused):
+        P.case_path(run, "/etc/passwd")
 
 
 def test_cam_lookup_refuses_crafted_image_ids(run_dir: Path):
     run = C.load_run(run_dir)
-    cam = C.load_cam(run, "img0")
+    cam = D.load_cam(run, "img0")
     expected = np.load(run_dir / "predictions" / "cams" / "img0.npy").astype(np.float32)
     np.testing.assert_array_equal(cam, expected)
-    assert C.load_cam(run, "img2") is None
+    assert D.load_cam(run, "img2") is None
     for bad in ("../run", "../../etc/passwd", "a/b", ".hidden"):
-        with pytest.raises(C.PathRefused):
-            C.load_cam(run, bad)
+        with pytest.raises(P.PathRefused):
+            D.load_cam(run, bad)
 
 
 # ---------------------------------------------------------------- display images
@@ -183,12 +185,12 @@ def test_cam_lookup_refuses_crafted_image_ids(run_dir: Path):
 
 def test_dicom_display_is_in_modality_units(run_dir: Path):
     run = C.load_run(run_dir)
-    path = C.case_path(run, run.cases.set_index("image_id").loc["ct6", "path"])
-    img = C.prepare_display(path)
+    path = P.case_path(run, run.cases.set_index("image_id").loc["ct6", "path"])
+    img = D.prepare_display(path)
     ds = pydicom.dcmread(path)
     np.testing.assert_allclose(img.pixels, apply_modality_lut(ds.pixel_array, ds).astype(np.float32))
-    assert C.file_window(img.meta) == (40.0, 400.0) == C.auto_window(img.pixels, img.meta)
-    shown = C.safe_meta(img.meta)
+    assert D.file_window(img.meta) == (40.0, 400.0) == D.auto_window(img.pixels, img.meta)
+    shown = D.safe_meta(img.meta)
     assert shown["modality"] == "CT" and shown["body_part"] == "CHEST"
     text = repr(shown)
     for value in IDENTIFIERS.values():
@@ -202,9 +204,9 @@ def test_windowing_follows_the_dicom_linear_formula():
     # PS3.3 C.11.2.1.2.1, written out independently of medrec.io
     lo, hi = center - 0.5 - (width - 1) / 2, center - 0.5 + (width - 1) / 2
     expected = np.where(x <= lo, 0.0, np.where(x > hi, 1.0, ((x - (center - 0.5)) / (width - 1) + 0.5)))
-    got = C.to_gray8(x, center, width)
+    got = D.to_gray8(x, center, width)
     np.testing.assert_allclose(got, np.round(expected * 255), atol=1)
-    assert C.window_presets()["lung"] == (-600.0, 1500.0)
+    assert D.window_presets()["lung"] == (-600.0, 1500.0)
 
 
 def test_large_images_are_area_averaged(tmp_path: Path):
@@ -212,25 +214,28 @@ def test_large_images_are_area_averaged(tmp_path: Path):
     big = rng.integers(0, 65535, (2048, 1536)).astype(np.uint16)
     path = tmp_path / "big.png"
     Image.fromarray(big).save(path)
-    img = C.prepare_display(path, max_side=1024)
+    img = D.prepare_display(path, max_side=1024)
     assert img.native_shape == (2048, 1536) and img.pixels.shape == (1024, 768)
     blocks = big.astype(np.float64).reshape(1024, 2, 768, 2).mean(axis=(1, 3))  # exact 2x2 means
     np.testing.assert_allclose(img.pixels, blocks, rtol=1e-5)
-    small = C.prepare_display(path, max_side=4096)
+    small = D.prepare_display(path, max_side=4096)
     np.testing.assert_array_equal(small.pixels, big.astype(np.float32))
 
 
 def test_compose_cam_and_zoom():
     gray = np.tile(np.arange(64, dtype=np.uint8) * 4, (64, 1))
-    plain = C.compose(gray)
+    plain = D.compose(gray)
     assert plain.shape == (64, 64, 3) and (plain == gray[..., None]).all()
-    cold = C.compose(gray, np.zeros((32, 32), np.float32), opacity=1.0)
+    cold = D.compose(gray, np.zeros((32, 32), np.float32), opacity=1.0)
     assert (cold == plain).all()  # a zero map tints nothing
-    hot = C.compose(gray, np.ones((64, 64), np.float32), opacity=1.0)
-    assert (hot == np.array([252, 255, 164], np.uint8)).all()  # full map at full opacity: top colour
-    half = C.compose(gray, np.ones((64, 64), np.float32), opacity=0.5)
-    np.testing.assert_allclose(half[..., 0], np.round(0.5 * gray + 0.5 * 252), atol=1)
-    zoomed = C.compose(gray, zoom=2.0, pan=(0.5, 0.5))
+    from matplotlib import colormaps
+
+    top = np.round(255 * np.array(colormaps["inferno"](1.0)[:3]))  # the overlay predict --cam saves
+    hot = D.compose(gray, np.ones((64, 64), np.float32), opacity=1.0)
+    assert (hot == top.astype(np.uint8)).all()  # full map at full opacity: top colour
+    half = D.compose(gray, np.ones((64, 64), np.float32), opacity=0.5)
+    np.testing.assert_allclose(half[..., 0], np.round(0.5 * gray + 0.5 * top[0]), atol=1)
+    zoomed = D.compose(gray, zoom=2.0, pan=(0.5, 0.5))
     assert zoomed.shape == (32, 32, 3) and (zoomed[..., 0] == gray[16:48, 16:48]).all()
-    corner = C.compose(gray, zoom=4.0, pan=(0.0, 1.0))
+    corner = D.compose(gray, zoom=4.0, pan=(0.0, 1.0))
     assert (corner[..., 0] == gray[:16, 48:]).all()

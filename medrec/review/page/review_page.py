@@ -1,0 +1,3 @@
+from medrec.review.app import main
+
+main()
