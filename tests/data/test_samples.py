@@ -67,7 +67,7 @@ def by_patient(rows: list[dict]) -> dict[str, list[dict]]:
 
 
 def test_manifest_lists_exactly_the_files(rows):
-    assert list(rows[0]) == ["path", "patient_id", "label", "view"]
+    assert list(rows[0]) == ["path", "patient_id", "label", "view", "sex", "age_band"]  # tests/samples checks the last two
     on_disk = {p.relative_to(SAMPLES).as_posix() for p in (SAMPLES / "images").iterdir()}
     listed = [r["path"] for r in rows]
     assert len(listed) == len(set(listed))
