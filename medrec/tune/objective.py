@@ -101,7 +101,8 @@ def pooled_auroc(oof: pd.DataFrame, task: str) -> float:
     if task == "multiclass":
         scores = [c for c in oof.columns if c.startswith("score_")]
         y = oof["label"].to_numpy().astype(int)
-        vals = [auroc((y == k).astype(int), oof[c].to_numpy()) for k, c in enumerate(scores) if 0 < (y == k).sum() < len(y)]
+        vals = [auroc((y == k).astype(int), oof[c].to_numpy())
+                for k, c in enumerate(scores) if 0 < (y == k).sum() < len(y)]
         return float(np.mean(vals)) if vals else float("nan")
     vals = []
     for col in [c for c in oof.columns if c.startswith("label_")]:
@@ -144,7 +145,10 @@ class Objective:
     def _run_folds(self, cfg: ExperimentConfig, run_dir: Path, only: int | None) -> float:
         from medrec.train import cv
 
-        cv.run(cfg, run_dir, base_dir=self.base_dir, only_fold=only)
+        if cv.run(cfg, run_dir, base_dir=self.base_dir, only_fold=only).get("status") == "complete":
+            from medrec.eval.report import build_report  # cv.run no longer builds it (train -> eval edge)
+
+            build_report(run_dir)
         parts = sorted((run_dir / "folds").glob("*/oof.csv"))
         oof = pd.concat([pd.read_csv(p) for p in parts], ignore_index=True)
         return pooled_auroc(oof, cfg.data.task)
