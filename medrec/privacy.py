@@ -161,7 +161,8 @@ def dicom_encodings(ds: Any) -> list[str]:
     from pydicom.charset import convert_encodings
 
     raw = _raw_bytes(ds, "SpecificCharacterSet")
-    terms = [t.strip() for t in raw.decode("latin-1").split("\\")] if raw else ["ISO_IR 6"]
+    text = raw.decode("latin-1") if isinstance(raw, bytes) else (raw or "")
+    terms = [t.strip() for t in text.split("\\")] if text else ["ISO_IR 6"]
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -50,14 +50,18 @@ class Manifest:
 
 
 def image_id_for(path: str, slice_index: int | None = None) -> str:
-    """A short stable id from the file name and a hash of the path (never a DICOM identifier);
-    a slice of a volume adds `-s<k>`."""
+    """A short stable id of an image: a hash of its path (and slice `-s<k>`), never a path component.
+
+    Folders and files are often named by MRN, patient name or birth date; the id goes into
+    predictions, run folders, CAM file names and the review app, so none of the path shows
+    in it. The path itself is hashed (SHA-256, 16 hex digits): it is written beside the id
+    anyway, so the hash reveals nothing the row does not already hold.
+    """
     if NPZ_SEP in path:
         _, split, index = path.split(NPZ_SEP)
         return f"{split}-{index}"
-    stem = Path(path).name.split(".")[0][:40]
     suffix = "" if slice_index is None else f"-s{slice_index}"
-    return f"{stem}{suffix}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
+    return f"img-{hashlib.sha256(path.encode()).hexdigest()[:16]}{suffix}"
 
 
 def slice_of(value) -> int | None:

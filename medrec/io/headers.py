@@ -72,7 +72,7 @@ def index_file(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            ds = read_header(path)
+            ds = read_header(path, rel)
             if ds is None:
                 return "skip", {"path": rel}
             row = _row(ds, path, rel, key, match_on, caught)
@@ -83,21 +83,31 @@ def index_file(
     return "row", row
 
 
-def read_header(path: Path) -> Any | None:
-    """The header (pixel values skipped), or None for a file that is not DICOM by content or name."""
-    import pydicom
+def read_header(path: Path, rel: str | None = None) -> Any | None:
+    """The header (pixel values skipped), or None for a file that is not DICOM by content or name.
 
+    Which files are DICOM is `medrec.io.formats.image_reader`'s call; a file without a suffix
+    that it does not recognise is still tried (and reported as "not a DICOM file" if it is not
+    one), so that a damaged slice of a series is listed in the errors, not silently skipped.
+    Its declared size is checked against `medrec.io.limits` (a deflated file is inflated within
+    them), so a header that declares a 46000 x 46000 image is an error row, never a manifest row.
+    """
+    from medrec.errors import ImageError
+    from medrec.io.formats import DICOM, image_reader
+    from medrec.io.limits import check_dicom_header, dcmread_bounded
+
+    reader = image_reader(path)
+    if reader != DICOM and (reader is not None or path.suffix):
+        return None
+    marked = _head(path)[128:132] == b"DICM"
+    if path.stat().st_size == 0:
+        raise BadFile("empty file")
     with open(path, "rb") as fp:
-        head = fp.read(132)
-        marked = head[128:132] == b"DICM"
-        if not marked and not dicom_like_name(path):
-            return None
-        if not head:
-            raise BadFile("empty file")
-        fp.seek(0)
         try:
             # force: files without the preamble (ACR-NEMA, some modalities' exports) still parse
-            ds = pydicom.dcmread(fp, force=not marked, defer_size=_DEFER_BYTES)
+            ds = dcmread_bounded(rel or path, fp, force=not marked, defer_size=_DEFER_BYTES)
+        except ImageError as exc:
+            raise BadFile(str(exc)) from None
         except EOFError as exc:
             raise BadFile(f"truncated header ({scrub(exc)})") from None
         except Exception as exc:
@@ -109,7 +119,16 @@ def read_header(path: Path) -> Any | None:
     # Forced parsing turns any bytes into "elements": insist on a recognisable image header.
     if not marked and "Rows" not in ds and "SOPClassUID" not in ds:
         raise BadFile("not a DICOM file (no 'DICM' marker and no image header)")
+    try:
+        check_dicom_header(ds, rel or path, frames=1)  # medrec decodes one frame at a time
+    except ImageError as exc:
+        raise BadFile(str(exc)) from None
     return ds
+
+
+def _head(path: Path) -> bytes:
+    with open(path, "rb") as fp:
+        return fp.read(132)
 
 
 def _row(ds: Any, path: Path, rel: str, key: PseudonymKey, match_on: str | None, caught: list) -> dict[str, Any]:
@@ -242,3 +261,47 @@ def scrub(exc: BaseException) -> str:
     """An exception message with quoted values removed and its length capped."""
     text = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", str(exc))
     return text[:200]
+
+
+def file_identifiers(path: Path) -> dict[str, str | None] | None:
+    """The identifying attributes of one DICOM file, decoded by `medrec.privacy.read_identifiers`;
+    None for a file that is not DICOM or cannot be read (its pixel read reports why)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pydicom's warnings may quote header values
+            ds = read_header(Path(path), Path(path).name)
+    except (BadFile, OSError):
+        return None
+    return None if ds is None else read_identifiers(ds)
+
+
+def patient_pseudonyms(files: list[Path], root: Path | None, key_env: str, *,
+                       allow_identifying_paths: bool = False) -> tuple[list[str | None], str | None]:
+    """Keyed PatientID pseudonym of each file (None: not DICOM or no id) and the key's id, as the indexer
+    makes them; refuses files whose path (relative to `root`, else whole) carries one of their own
+    identifiers, as the indexer does, unless `allow_identifying_paths`.
+
+    Raises:
+        DataError: identifying paths (how many, of which kinds, never the values) and the fix.
+    """
+    from collections import Counter
+
+    from medrec.errors import DataError
+    from medrec.privacy import identifying_paths_message, load_key
+
+    key, out, kinds, n_identifying = None, [], Counter(), 0
+    for f in files:
+        ids = file_identifiers(f) or {}
+        rel = Path(f).relative_to(root).as_posix() if root is not None else Path(f).as_posix().lstrip("/")
+        found = path_identifies(rel, ids) if ids else ()
+        kinds.update(found)
+        n_identifying += bool(found)
+        if ids.get("PatientID"):
+            key = key or load_key(key_env)
+            out.append(key.pseudonym(ids["PatientID"], "patient"))
+        else:
+            out.append(None)
+    if n_identifying and not allow_identifying_paths:
+        raise DataError(identifying_paths_message(n_identifying, dict(kinds), root or "the input",
+                                                  "the predictions' path column would carry them"))
+    return out, key.key_id if key else None
