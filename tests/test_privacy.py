@@ -289,3 +289,14 @@ def test_identifying_path_refused_by_indexer_and_predict_and_kept_out_of_every_o
         for secret in SECRETS:
             assert not re.search(secret, text, re.IGNORECASE), (name, secret)
     assert IDENTIFYING_REL in texts["index/m.csv"]  # the path itself is written: that is what was allowed
+
+
+def test_show_identifiers_removed_with_a_clear_error(tmp_path):
+    from medrec.config import load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("privacy:\n  show_identifiers: true\n")
+    with pytest.raises(ConfigError, match="show_identifiers was removed: medrec never writes"):
+        load_config(path)
+    path.write_text("privacy:\n  show_identifiers: false\n")  # as every saved run config holds it
+    assert load_config(path).privacy.model_dump() == {"pseudonym_key_env": "MEDREC_PSEUDONYM_KEY"}

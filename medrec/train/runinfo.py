@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import platform
@@ -12,13 +11,12 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
 from medrec.config import ExperimentConfig
 from medrec.data.manifest import NPZ_SEP, Manifest
-from medrec.fileio import atomic_write_text
+from medrec import runfolder as rf
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +33,26 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def data_fingerprint(manifest: Manifest) -> dict:
+def file_hashes(manifest: Manifest) -> dict[str, str]:
+    """sha256 of every image file of the manifest (an npz file once for all its members)."""
+    return {f: sha256_file(Path(f)) for f in sorted({p.split(NPZ_SEP)[0] for p in manifest.table["path"]})}
+
+
+def row_hashes(manifest: Manifest, hashes: dict[str, str]) -> list[str]:
+    return [hashes[p.split(NPZ_SEP)[0]] for p in manifest.table["path"]]
+
+
+def data_fingerprint(manifest: Manifest, hashes: dict[str, str] | None = None) -> dict:
     """sha256 of the manifest file and of every image file (name-independent order: sorted paths)."""
-    files = sorted({p.split(NPZ_SEP)[0] for p in manifest.table["path"]})
+    hashes = hashes if hashes is not None else file_hashes(manifest)
     root = Path(manifest.data_root)
     h = hashlib.sha256()
-    for f in files:
+    for f, digest in sorted(hashes.items()):
         rel = os.path.relpath(f, root)
-        h.update(f"{rel}\0{sha256_file(Path(f))}\n".encode())
+        h.update(f"{rel}\0{digest}\n".encode())
     src = Path(manifest.source)
     return {"manifest_sha256": sha256_file(src) if src.is_file() else None, "images_sha256": h.hexdigest(),
-            "n_images": int(len(manifest.table)), "n_files": len(files),
+            "n_images": int(len(manifest.table)), "n_files": len(hashes),
             "n_patients": int(manifest.table["patient_id"].nunique())}
 
 
@@ -79,20 +86,20 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def start(run_dir: Path, cfg: ExperimentConfig, manifest: Manifest, provenance: dict, device: torch.device) -> dict:
+def start(run_dir: Path, cfg: ExperimentConfig, manifest: Manifest, provenance: dict, device: torch.device,
+          fingerprint: dict | None = None) -> dict:
     """Write (or, on resume, refresh) run.json before the first fold trains."""
-    path = run_dir / "run.json"
-    old = json.loads(path.read_text()) if path.exists() else {}
+    old = rf.read_info_if_any(run_dir)
     info = {
         "name": cfg.name, "created": old.get("created", now()), "finished": None,
         "wall_time_s": old.get("wall_time_s", 0.0), "status": "running", "run_dir": str(run_dir.resolve()),
         "task": cfg.data.task, "label_names": list(manifest.label_columns), "class_names": list(manifest.class_names),
         **{k: provenance.get(k) for k in ("initialisation", "weights_file", "weights_sha256")},
-        "data_root": manifest.data_root, "data_fingerprint": old.get("data_fingerprint") or data_fingerprint(manifest),
+        "data_root": manifest.data_root, "data_fingerprint": old.get("data_fingerprint") or fingerprint or data_fingerprint(manifest),
         "patient_level": _patient_level(manifest), "git_commit": git_commit(), "versions": versions(),
         "seeds": {"seed": cfg.seed, "bootstrap_seed": cfg.eval.bootstrap_seed},
         "hardware": hardware(device), "operating_point": cfg.eval.operating_point, "threshold": None,
-        "privacy": {"show_identifiers": cfg.privacy.show_identifiers}, "volatile_fields": list(VOLATILE_FIELDS),
+        "privacy": {"pseudonym_key_env": cfg.privacy.pseudonym_key_env}, "volatile_fields": list(VOLATILE_FIELDS),
     }
     write(run_dir, info)
     return info
@@ -104,7 +111,7 @@ def _patient_level(manifest: Manifest) -> bool:
 
 
 def write(run_dir: Path, info: dict) -> None:
-    atomic_write_text(run_dir / "run.json", json.dumps(info, indent=2, sort_keys=True, default=_jsonable))
+    rf.write_info(run_dir, info)
 
 
 def finish(run_dir: Path, info: dict) -> None:
@@ -112,27 +119,12 @@ def finish(run_dir: Path, info: dict) -> None:
     write(run_dir, info)
 
 
-def _jsonable(x):
-    if isinstance(x, (np.floating, np.integer)):
-        return x.item()
-    return str(x)
-
-
 def operating_point(oof: pd.DataFrame, cfg: ExperimentConfig) -> dict:
-    """The decision threshold for future data, chosen on all out-of-fold predictions."""
-    from medrec.eval.metrics import choose_threshold
+    """The decision threshold for future data, chosen on all out-of-fold predictions (the rule
+    lives in medrec.eval.thresholds; an undefined label gets None instead of ending the run)."""
+    from medrec.eval.thresholds import run_operating_point
 
-    rule = cfg.eval.operating_point
-    if cfg.data.task == "binary":
-        return {"threshold": float(choose_threshold(oof["label"].to_numpy(), oof["score"].to_numpy(), rule))}
-    if cfg.data.task == "multiclass":
-        return {"threshold": None}
-    out = {}
-    for col in [c for c in oof.columns if c.startswith("label_")]:
-        name = col[len("label_"):]
-        ok = oof[col].notna().to_numpy()
-        out[name] = float(choose_threshold(oof[col].to_numpy()[ok], oof[f"score_{name}"].to_numpy()[ok], rule))
-    return {"threshold": out}
+    return run_operating_point(oof, cfg.data.task, cfg.eval.operating_point)
 
 
 def tensorboard(run_dir: Path):
