@@ -26,7 +26,6 @@ import socket
 import tarfile
 import threading
 import time
-import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from http.client import HTTPException
@@ -152,8 +151,7 @@ def _unavailable(spec: ArchSpec, path: Path, reason: str, allow_random: bool) ->
     if not allow_random:
         raise WeightsError(msg)
     loud = f"TRAINING FROM RANDOM INITIALISATION because model.allow_random_init is true: {msg}"
-    logger.warning(loud)
-    warnings.warn(loud, RuntimeWarning, stacklevel=3)
+    logger.warning(loud)  # once, through logging only: it reaches stderr and train.log (issue 18.4)
     return Weights(None, _provenance("random (ImageNet weights unavailable)"))
 
 

@@ -11,6 +11,7 @@ import socket
 import tarfile
 import threading
 import time
+import warnings
 
 import pytest
 import torch
@@ -93,10 +94,14 @@ def test_hanging_dns_fails_within_the_deadline(empty_torch_home, no_network, mon
 def test_allow_random_init_warns_loudly(empty_torch_home, no_network, caplog):
     cfg = ModelConfig(arch="resnet18", allow_random_init=True)
     with caplog.at_level(logging.WARNING, logger="medrec.models.weights"):
-        with pytest.warns(RuntimeWarning, match="RANDOM INITIALISATION.*resnet18-f37072fd.pth"):
+        with warnings.catch_warnings(record=True) as python_warnings:
+            warnings.simplefilter("always")
             model, prov = build_model(cfg, num_outputs=2)
     assert prov == {"initialisation": "random (ImageNet weights unavailable)", "weights_file": None, "weights_sha256": None}
-    assert any("RANDOM INITIALISATION" in r.getMessage() for r in caplog.records)
+    said = [r.getMessage() for r in caplog.records if "RANDOM INITIALISATION" in r.getMessage()]
+    assert len(said) == 1 and "resnet18-f37072fd.pth" in said[0]
+    # Said once: through logging only, not a second time as a Python warning (issue 18.4).
+    assert not [w for w in python_warnings if "RANDOM INITIALISATION" in str(w.message)]
     assert model.fc.out_features == 2 and model.conv1.in_channels == 1
     assert build_model(ModelConfig(arch="resnet18", weights="none"), num_outputs=2)[1]["initialisation"] == "random"
 
