@@ -176,7 +176,8 @@ class VerdictStore:
         """
         rows = self.latest() if latest_only else self.history()
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+        # RFC 4180 line ends: a cell holding a CR or LF is then quoted, so it cannot split a row.
+        writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\r\n")
         writer.writeheader()
         for v in rows:
             writer.writerow({k: csv_cell(x) for k, x in asdict(v).items()})

@@ -49,6 +49,9 @@ def viewer(run: Run, row: pd.Series, target: str, controls) -> D.DisplayImage:
     st.caption(_caption(run, row, img, center, width, cam is not None))  # numbers only
     if cam_problem:
         st.warning(f"Grad-CAM map not shown: {md(cam_problem)}")
+    if float(img.pixels.min()) == float(img.pixels.max()):
+        st.info(f"Every pixel of this image has the value {float(img.pixels.min()):g}: there is nothing to "
+                "window or review here; check the file.")
     return img
 
 

@@ -157,16 +157,39 @@ def test_path_resolution_accepts_files_in_the_roots(evil_run: Path, tmp_path: Pa
         P.case_path(run, str(tmp_path / "data" / "missing.png"))
 
 
-def test_filesystem_root_as_data_root_is_ignored(run_dir: Path):
+def _set_data_root(run_dir: Path, value: str) -> None:
     import json
 
     info = json.loads((run_dir / "run.json").read_text())
-    info["data_root"] = "/"
+    info["data_root"] = value
     (run_dir / "run.json").write_text(json.dumps(info))
+
+
+@pytest.mark.parametrize("where", ["/", "home", "cwd_parent"])
+def test_too_wide_data_root_is_refused_with_a_message(run_dir: Path, where: str):
+    value = {"/": "/", "home": str(Path.home()), "cwd_parent": str(Path.cwd().parent)}[where]
+    _set_data_root(run_dir, value)
     run = C.load_run(run_dir)
-    assert run.data_root is None
+    assert run.data_root is None and run.allowed_roots == (run_dir.resolve(),)
+    assert len(run.notes) == 1 and "refused" in run.notes[0] and value in run.notes[0]
     with pytest.raises(P.PathRefused):
         P.case_path(run, "/etc/passwd")
+    with pytest.raises(P.PathRefused):  # the images it would have opened are refused too
+        P.case_path(run, run.cases["path"].iloc[0])
+
+
+def test_data_root_outside_the_trained_paths_is_refused(run_dir: Path, tmp_path: Path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "secret.png").write_bytes(b"x")
+    _set_data_root(run_dir, str(elsewhere))
+    run = C.load_run(run_dir)
+    assert run.data_root is None and "not among the paths the run was trained on" in run.notes[0]
+    with pytest.raises(P.PathRefused):
+        P.case_path(run, str(elsewhere / "secret.png"))
+    _set_data_root(run_dir, str(run_dir.parent / "data"))  # config.yaml's data.root: accepted
+    run = C.load_run(run_dir)
+    assert run.data_root == (run_dir.parent / "data").resolve() and run.notes == ()
 
 
 def test_cam_lookup_refuses_crafted_image_ids(run_dir: Path):

@@ -76,8 +76,8 @@ def test_export_csv_matches_the_database(tmp_path: Path):
     store.add(_v("b", "bob", "unsure", comment="line one\nline two"))
     out = tmp_path / "verdicts.csv"
     text = store.export_csv(out)
-    assert out.read_text() == text
-    rows = list(csv.DictReader(io.StringIO(text)))
+    assert out.read_bytes().decode() == text
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
     with sqlite3.connect(store.path) as conn:
         conn.row_factory = sqlite3.Row
         db = [dict(r) for r in conn.execute("SELECT * FROM verdicts ORDER BY id")]
@@ -85,7 +85,7 @@ def test_export_csv_matches_the_database(tmp_path: Path):
     for got, want in zip(rows, db):
         for key, value in want.items():
             assert got[key] == ("" if value is None else str(value))
-    latest = list(csv.DictReader(io.StringIO(store.export_csv(latest_only=True))))
+    latest = list(csv.DictReader(io.StringIO(store.export_csv(latest_only=True), newline="")))
     assert [(r["image_id"], r["verdict"]) for r in latest] == [("a", "disagree"), ("b", "unsure")]
 
 
@@ -166,3 +166,43 @@ def test_two_processes_lose_no_verdict(tmp_path: Path):
     assert sorted(rows) == [("alice", 500, 500), ("bob", 500, 500)]
     switches = sum(a != b for a, b in zip(order, order[1:]))
     assert switches >= 2, "the two writers did not overlap, so the test proved nothing"
+
+
+def test_database_and_exports_are_private(tmp_path: Path):
+    import os
+    import stat
+
+    old = os.umask(0o022)  # the usual umask: new files would be 0644
+    try:
+        store = VerdictStore(tmp_path)
+        store.add(Verdict(image_id="a", reviewer="r", verdict="agree", comment="note"))
+        store.export_csv(tmp_path / "export.csv")
+    finally:
+        os.umask(old)
+    for name in ("review.sqlite", "review.sqlite-wal", "export.csv"):
+        path = tmp_path / name
+        if path.exists():
+            assert stat.S_IMODE(path.stat().st_mode) == 0o600, name
+    assert (tmp_path / "review.sqlite").exists() and (tmp_path / "export.csv").exists()
+    loose = tmp_path / "old"
+    loose.mkdir()
+    (loose / "review.sqlite").touch(mode=0o644)
+    os.chmod(loose / "review.sqlite", 0o644)
+    VerdictStore(loose)
+    assert stat.S_IMODE((loose / "review.sqlite").stat().st_mode) == 0o600  # narrowed
+
+
+def test_export_neutralises_formula_cells(tmp_path: Path):
+    store = VerdictStore(tmp_path)
+    comments = ['=HYPERLINK("http://evil.example","x")', "=cmd|' /C calc'!A0", "+1", "-1+2", "@SUM(A1)",
+                "\tx", "\rx", "fine = text"]
+    for c in comments:
+        store.add(Verdict(image_id="=id", reviewer="@eve", verdict="agree", comment=c, model_score=-0.5))
+    text = store.export_csv(tmp_path / "out.csv")
+    assert (tmp_path / "out.csv").read_bytes().decode() == text
+    rows = list(csv.DictReader(io.StringIO(text, newline="")))
+    assert [r["comment"] for r in rows] == ["'" + c for c in comments[:-1]] + ["fine = text"]
+    assert {r["image_id"] for r in rows} == {"'=id"} and {r["reviewer"] for r in rows} == {"'@eve"}
+    assert {r["model_score"] for r in rows} == {"-0.5"}  # numbers stay numbers
+    for line in text.splitlines()[1:]:
+        assert not line.startswith(("=", "+", "-", "@"))
