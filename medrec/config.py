@@ -70,6 +70,9 @@ class DataConfig(_Section):
     intensity: Literal["zscore", "percentile"] = "zscore"  # mri: per-image scaling
     slice: Literal["middle", "all"] | int = "middle"  # volumes (NIfTI, multi-frame DICOM): which slice(s)
     frame: int | None = None  # multi-frame DICOM frame / 4-D NIfTI volume (default: the middle one)
+    # k neighbouring slices above and below each slice (same series by slice_position, or same volume) as
+    # extra channels, edges replicated: 2k+1 channels per window (medrec.data.context)
+    context_slices: int = Field(0, ge=0, le=3)
     color: Literal["auto", "convert", "strict"] = "auto"  # images stored in colour (medrec.io.color; README)
     augment: AugmentConfig = AugmentConfig()
     cache: Literal["none", "memory", "disk"] = "memory"
@@ -131,8 +134,8 @@ class DataConfig(_Section):
 
     @property
     def num_channels(self) -> int:
-        """Channels the preprocessing produces: one per CT window, else one."""
-        return len(self.channels) if self.channels else 1
+        """Channels the preprocessing produces: (one per CT window, else one) x (2 context_slices + 1)."""
+        return (len(self.channels) if self.channels else 1) * (2 * self.context_slices + 1)
 
 
 class ModelConfig(_Section):
@@ -326,9 +329,11 @@ class ExperimentConfig(_Section):
             return raw
         data, model = raw.get("data"), raw.get("model")
         channels = data.get("channels") if isinstance(data, dict) else None
-        if isinstance(channels, (list, tuple)) and channels and (model is None or isinstance(model, dict)) \
-                and "in_channels" not in (model or {}):
-            raw = {**raw, "model": {**(model or {}), "in_channels": len(channels)}}
+        context = data.get("context_slices") if isinstance(data, dict) else None
+        n = len(channels) if isinstance(channels, (list, tuple)) and channels else 1
+        n *= 2 * context + 1 if isinstance(context, int) and context > 0 else 1
+        if n > 1 and (model is None or isinstance(model, dict)) and "in_channels" not in (model or {}):
+            raw = {**raw, "model": {**(model or {}), "in_channels": n}}
         return raw
 
     @model_validator(mode="after")
@@ -337,8 +342,9 @@ class ExperimentConfig(_Section):
             raise ValueError("model.allow_random_init only applies to model.weights: imagenet")
         n = self.data.num_channels
         if n > 1 and self.model.in_channels != n:
-            raise ValueError(f"model.in_channels {self.model.in_channels} does not match data.channels "
-                             f"({n} windows); remove model.in_channels or set it to {n}")
+            raise ValueError(f"model.in_channels {self.model.in_channels} does not match the data's {n} channels "
+                             "(data.channels windows x (2 data.context_slices + 1) slices); remove "
+                             f"model.in_channels or set it to {n}")
         return self
 
     def to_dict(self) -> dict[str, Any]:

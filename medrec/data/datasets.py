@@ -22,17 +22,27 @@ from medrec.data.transforms import ERROR_KEY, preprocess_hash, preprocess_transf
 log = logging.getLogger(__name__)
 
 
-def manifest_items(manifest: Manifest) -> list[dict]:
-    """One dict per row: the image path, its row index, its label(s) as arrays and its slice (-1: default)."""
+def manifest_items(manifest: Manifest, cfg: DataConfig | None = None) -> list[dict]:
+    """One dict per row: the image path, its row index, its label(s) as arrays and its slice (-1: default).
+
+    With `cfg.context_slices` > 0, `context` lists the 2k+1 [path, slice] the item is stacked from
+    (`medrec.data.context`).
+    """
     labels, table = manifest.labels, manifest.table
     slices = table_slices(table)
-    return [{"image": p, "index": i, "label": labels[i], "slice": -1 if k is None else k}
-            for i, (p, k) in enumerate(zip(table["path"], slices))]
+    items = [{"image": p, "index": i, "label": labels[i], "slice": -1 if k is None else k}
+             for i, (p, k) in enumerate(zip(table["path"], slices))]
+    if cfg is not None and cfg.context_slices > 0:
+        from medrec.data.context import context_refs
+
+        for item, refs in zip(items, context_refs(table, cfg.context_slices, cfg.slice)):
+            item["context"] = [[p, -1 if k is None else k] for p, k in refs]
+    return items
 
 
 def build_base_dataset(manifest: Manifest, cfg: DataConfig, cache_root: Path, *, progress: bool = True):
     """The preprocessed dataset over the whole manifest, and the list of (row, reason) read errors."""
-    items = manifest_items(manifest)
+    items = manifest_items(manifest, cfg)
     pre = preprocess_transforms(cfg)
     if cfg.cache == "memory":
         base = CacheDataset(items, pre, cache_rate=1.0, num_workers=max(cfg.num_workers, 1), progress=progress,

@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 
 ERROR_KEY = "load_error"
 SLICE_KEY = "slice"
+CONTEXT_KEY = "context"  # [[path, slice], ...]: the 2k+1 slices an item is stacked from
 
 
 # ----------------------------------------------------------------------------- loading
@@ -74,7 +75,14 @@ class LoadItemd(MapTransform):
         d = dict(data)
         key = self.keys[0]
         try:
-            d[key] = read_item(str(d[key]), self.cfg, slice_of(d.get(SLICE_KEY)))[None]
+            refs = d.pop(CONTEXT_KEY, None)
+            if refs:  # data.context_slices: the slice and its neighbours, lowest first (medrec.data.context)
+                from medrec.data.context import stack_slices
+
+                refs = [(str(p), slice_of(k)) for p, k in refs]
+                d[key] = stack_slices([read_item(p, self.cfg, k) for p, k in refs], refs)
+            else:
+                d[key] = read_item(str(d[key]), self.cfg, slice_of(d.get(SLICE_KEY)))[None]
         except MedrecError as exc:
             if not self.cfg.skip_bad_images:
                 raise
@@ -117,7 +125,10 @@ def preprocess_transforms(cfg: DataConfig) -> Compose:
 
 
 class WindowStackd(Randomizable, MapTransform):
-    """(1, H, W) Hounsfield units -> (C, H, W) in [0, 1], one DICOM LINEAR window per channel.
+    """(S, H, W) Hounsfield units -> (C, H, W) in [0, 1], one DICOM LINEAR window per channel.
+
+    S is 1, or 2k+1 slices with `data.context_slices: k`; then C = windows x slices, window-major
+    (all slices of the first window, then of the second, ...).
 
     With `jitter` (training), each window's center moves by up to +-jitter.center HU and its
     width by up to +-jitter.width relative, independently per channel, with probability
@@ -143,13 +154,14 @@ class WindowStackd(Randomizable, MapTransform):
 
         d, key = dict(data), self.keys[0]
         self.randomize()
-        hu = np.asarray(d[key], dtype=np.float32)[0]
-        centers = np.array([c for c, _ in self._draw], np.float32)[:, None, None]
-        widths = np.array([w for _, w in self._draw], np.float32)[:, None, None]
+        hu = np.asarray(d[key], dtype=np.float32)  # (S, H, W)
+        centers = np.array([c for c, _ in self._draw], np.float32)[:, None, None, None]
+        widths = np.array([w for _, w in self._draw], np.float32)[:, None, None, None]
         if (widths > 1).all():  # DICOM LINEAR (apply_window), all windows in one float32 pass
-            d[key] = np.clip((hu[None] - (centers - 0.5)) / (widths - 1) + 0.5, 0.0, 1.0)
+            out = np.clip((hu[None] - (centers - 0.5)) / (widths - 1) + 0.5, 0.0, 1.0)
         else:  # a width of 1 is a threshold: apply_window's special case
-            d[key] = np.stack([apply_window(hu, c, max(w, 1.0)) for c, w in self._draw])
+            out = np.stack([apply_window(hu, c, max(w, 1.0)) for c, w in self._draw])
+        d[key] = out.reshape(-1, *hu.shape[1:])  # (windows x slices, H, W), window-major
         return d
 
 
@@ -244,6 +256,6 @@ def input_normalization(cfg: ExperimentConfig) -> tuple[list[float], list[float]
 
 def preprocess_hash(cfg: DataConfig) -> str:
     """Hash of every setting that changes cached pixels, so a stale cache is never reused."""
-    keys = ("image_size", "window", "frame", "source", "modality", "intensity", "slice")
+    keys = ("image_size", "window", "frame", "source", "modality", "intensity", "slice", "context_slices")
     blob = json.dumps({k: getattr(cfg, k) for k in keys} | {"version": 2}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -1,0 +1,167 @@
+"""`data.context_slices`: slices of a series ordered by their position along the slice normal (the
+indexer's `slice_position`), fed with their neighbours as channels, edges replicated."""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from pydicom import uid
+from pydicom.dataset import FileDataset, FileMetaDataset
+
+from medrec.config import DataConfig, ExperimentConfig
+from medrec.data.context import context_refs, series_groups, volume_refs
+from medrec.data.transforms import LoadItemd, WindowStackd
+from medrec.io.index import index_tree
+from medrec.io.windows import apply_window
+from medrec.privacy import PseudonymKey
+
+KEY = PseudonymKey(b"test-key-0123456789abcdef", "test")
+SIZE = 8
+THETA = math.radians(20)  # an oblique series: the plane is tilted about the patient's x axis
+ROW = (1.0, 0.0, 0.0)
+COL = (0.0, math.cos(THETA), math.sin(THETA))
+
+
+def write_ct(path: Path, *, position, instance: int, series: str, value: int, orientation=ROW + COL) -> None:
+    """A SIZE x SIZE CT slice whose pixels all hold `value` HU (slope 1, intercept -1024)."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    meta.MediaStorageSOPInstanceUID = uid.generate_uid()
+    meta.TransferSyntaxUID = uid.ExplicitVRLittleEndian
+    ds = FileDataset("", {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = "1.2.826.0.1.3680043.9.7.1", series
+    ds.PatientID, ds.Modality = "PAT-1", "CT"
+    ds.ImagePositionPatient, ds.ImageOrientationPatient = list(position), list(orientation)
+    ds.InstanceNumber, ds.SliceThickness = instance, 2.5
+    ds.Rows = ds.Columns = SIZE
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.RescaleSlope, ds.RescaleIntercept = 1, -1024
+    ds.PixelData = np.full((SIZE, SIZE), value + 1024, "<u2").tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)
+
+
+def hand_normal() -> tuple[float, float, float]:
+    """ROW x COL written out: (r2 c3 - r3 c2, r3 c1 - r1 c3, r1 c2 - r2 c1)."""
+    (r1, r2, r3), (c1, c2, c3) = ROW, COL
+    return (r2 * c3 - r3 * c2, r3 * c1 - r1 * c3, r1 * c2 - r2 * c1)
+
+
+@pytest.fixture
+def series_tree(tmp_path) -> tuple[Path, dict[str, int]]:
+    """Two interleaved series of 7 and 4 oblique slices, files shuffled, instance numbers scrambled.
+
+    Returns the root and each file's true rank along the slice normal in its series (its HU value
+    is 100 x rank + 1000 x series).
+    """
+    rng = random.Random(3)
+    normal = np.array(hand_normal())
+    in_plane = np.array([5.0, -3.0, 2.0])  # the same in-plane offset for every slice
+    rank = {}
+    for s, (n, spacing) in enumerate(((7, 2.5), (4, 5.0))):
+        steps = list(range(n))
+        rng.shuffle(steps)
+        instances = rng.sample(range(1, 50), n)
+        for j, step in enumerate(steps):
+            name = f"f{rng.randrange(10**6):06d}.dcm"
+            position = in_plane + (-40.0 + spacing * step) * normal
+            write_ct(tmp_path / "t" / name, position=position, instance=instances[j], series=f"1.2.3.{s}",
+                     value=100 * step + 1000 * s)
+            rank[name] = step
+    return tmp_path / "t", rank
+
+
+def test_indexer_slice_position_orders_shuffled_oblique_slices(series_tree):
+    root, rank = series_tree
+    m = index_tree(root, key=KEY).manifest
+    normal = hand_normal()
+    assert m["series_id"].nunique() == 2 and m["series_id"].str.startswith("R").all()
+    for _, g in m.groupby("series_id"):
+        by_position = g.sort_values("slice_position")["path"].tolist()
+        assert [rank[p] for p in by_position] == sorted(rank[p] for p in by_position)
+    # the position itself: the dot product of ImagePositionPatient with ROW x COL, by hand
+    import pydicom
+
+    for _, row in m.iterrows():
+        ipp = [float(v) for v in pydicom.dcmread(root / row["path"]).ImagePositionPatient]
+        assert row["slice_position"] == pytest.approx(sum(a * b for a, b in zip(ipp, normal)), abs=1e-4)
+    assert set(m["slice_thickness"]) == {2.5}
+
+
+def test_context_refs_take_neighbours_in_the_series_with_edges_replicated(series_tree):
+    root, rank = series_tree
+    m = index_tree(root, key=KEY).manifest
+    by_rank = {(sid, rank[p]): p for sid, p in zip(m["series_id"], m["path"])}
+    refs = context_refs(m, 2)
+    for i, (sid, path) in enumerate(zip(m["series_id"], m["path"])):
+        n = sum(1 for s, _ in by_rank if s == sid)
+        expected = [by_rank[(sid, min(max(rank[path] + d, 0), n - 1))] for d in range(-2, 3)]
+        assert [p for p, _ in refs[i]] == expected
+        assert refs[i][2] == (path, None)
+
+
+def test_loaded_item_stacks_the_neighbours_hu(series_tree):
+    root, rank = series_tree
+    m = index_tree(root, key=KEY).manifest.assign(path=lambda t: [str(root / p) for p in t["path"]])
+    cfg = DataConfig(modality="ct", channels=("brain",), context_slices=1)
+    load = LoadItemd("image", cfg)
+    sizes = m["series_id"].map(m["series_id"].value_counts())
+    for i, refs in enumerate(context_refs(m, 1)):
+        item = load({"image": m["path"].iat[i], "slice": -1, "context": [[p, -1] for p, _ in refs]})
+        step, n = rank[Path(m["path"].iat[i]).name], sizes.iat[i]
+        base = 0 if n == 7 else 1000  # the 7-slice series is series 0 of the fixture
+        expected = [base + 100 * min(max(step + d, 0), n - 1) for d in (-1, 0, 1)]
+        assert item["image"].shape == (3, SIZE, SIZE)
+        assert item["image"][:, 0, 0].tolist() == expected
+
+
+def test_headers_stand_in_for_missing_series_columns(series_tree):
+    root, _ = series_tree
+    m = index_tree(root, key=KEY).manifest.assign(path=lambda t: [str(root / p) for p in t["path"]])
+    bare = m[["path", "patient_id"]]
+    assert context_refs(bare, 1) == context_refs(m, 1)
+
+
+def test_series_groups_leave_rows_without_position_to_their_file():
+    t = pd.DataFrame({"path": ["a", "b", "c", "d"], "series_id": ["R1", "R1", "", "R1"],
+                      "slice_position": [3.0, -1.0, 0.0, np.nan], "instance_number": [1, 2, 3, 4]})
+    assert series_groups(t) == [[1, 0]]
+
+
+def test_volume_refs_clamp_to_the_volume(tmp_path):
+    path = tmp_path / "v.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 5), np.float32), np.eye(4)), path)
+    assert volume_refs(str(path), 0, 1) == [(str(path), 0), (str(path), 0), (str(path), 1)]
+    assert volume_refs(str(path), 4, 2) == [(str(path), j) for j in (2, 3, 4, 4, 4)]
+    assert volume_refs(str(path), None, 1) == [(str(path), j) for j in (1, 2, 3)]  # the middle one
+    png = tmp_path / "x.png"
+    png.write_bytes(b"")
+    assert volume_refs(str(png), None, 1) == [(str(png), None)] * 3  # a 2-D image is its own neighbour
+
+
+def test_window_stack_of_slices_is_windows_by_slices():
+    rng = np.random.default_rng(0)
+    hu = rng.uniform(-1100, 1500, (3, 6, 6)).astype(np.float32)
+    windows = [(40.0, 80.0), (-600.0, 1500.0)]
+    out = WindowStackd("image", windows)({"image": hu})["image"]
+    assert out.shape == (6, 6, 6)
+    for w, (c, width) in enumerate(windows):
+        for s in range(3):
+            np.testing.assert_allclose(out[3 * w + s], apply_window(hu[s], c, width), atol=1e-6)
+
+
+def test_in_channels_follow_windows_times_slices():
+    cfg = ExperimentConfig.model_validate({"data": {"modality": "ct", "channels": ["brain", "subdural", "bone"],
+                                                    "context_slices": 1}})
+    assert cfg.model.in_channels == 9 == cfg.data.num_channels
+    assert ExperimentConfig.model_validate({"data": {"context_slices": 2}}).model.in_channels == 5
+    with pytest.raises(ValueError, match="does not match the data's 3 channels"):
+        ExperimentConfig.model_validate({"data": {"context_slices": 1}, "model": {"in_channels": 1}})
