@@ -16,7 +16,7 @@ import logging
 
 import numpy as np
 
-from medrec.eval.crossfit import crossfit_splits
+from medrec.eval.crossfit import SAME_FOLD, crossfit_splits
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,11 @@ def _temperature_section(task, names, y, score, fold, repeat, n_bins) -> dict:
         stored[name] = fit_temperature(t[m], p[m], kind)
         for dest, probs in ((before, p[m]), (after, scaled)):
             dest[name] = _point_calibration(t[m], probs, kind, n_bins)
-    return {"method": "temperature scaling, cross-fitted like the thresholds",
+    # A fixed validation fold has nothing else to fit on: its "after" values are in-sample.
+    in_sample = any(r["fitted_on"] == SAME_FOLD for r in per_fold)
+    method = ("temperature scaling fitted on the validation fold itself (in-sample, optimistic)" if in_sample
+              else "temperature scaling, cross-fitted like the thresholds (fitted on the other folds)")
+    return {"method": method, "in_sample": in_sample,
             "before": before, "after": after, "per_fold": per_fold, "stored": stored}
 
 

@@ -122,6 +122,7 @@ def _operating_point(run: Run, ev: dict) -> dict:
         "threshold": stored,
         "chosen_on": "all out-of-fold predictions" if stored is not None else None,
         "fold_thresholds": ev["fold_thresholds"],
+        "undefined": ev["undefined_thresholds"],
         "run_json_threshold": run.info.get("threshold"),
     }
 
@@ -159,13 +160,21 @@ def _notes(run: Run, ev: dict) -> list[str]:
     if len(np.unique(oof.repeat)) > 1:
         notes.append(f"{len(np.unique(oof.repeat))} CV repeats: each metric is the mean over repeats of the "
                      "pooled out-of-fold metric; resamples keep a patient's rows of every repeat together.")
-    if run.cfg.eval.temperature_scaling and ev["calibration"]["temperature_scaling"] is not None:
-        notes.append("Temperature scaling is fitted like the thresholds (on the other folds) and reported "
-                     "before/after; the metric table uses the unscaled scores.")
+    ts = ev["calibration"]["temperature_scaling"]
+    if run.cfg.eval.temperature_scaling and ts is not None:
+        notes.append("Temperature scaling is fitted on the same single validation fold it is reported on: the "
+                     "'after' values are in-sample and optimistic (†); the metric table uses the unscaled scores."
+                     if ts["in_sample"] else
+                     "Temperature scaling is cross-fitted like the thresholds (fitted on the other folds) and "
+                     "reported before/after; the metric table uses the unscaled scores.")
     undefined = sorted({label for (label, _), m in ev["metrics"].items() if label and not np.isfinite(m["value"])})
     if undefined:
-        notes.append("Some metrics are undefined (a class absent, or no threshold in a fold) for: "
+        notes.append("Some metrics are undefined (a class absent, or no threshold at all) for: "
                      f"{', '.join(undefined)}; macro averages leave them out.")
+    notes += _undefined_threshold_notes(ev["undefined_thresholds"])
+    if len(oof.names) > 1:
+        notes.append("Macro averages are over the labels defined on all data; a resample in which one of them is "
+                     "undefined (e.g. no positive drawn) is an undefined resample, counted out of 'valid resamples'.")
     scope = ev["calibration"]["scope"]
     if scope.startswith("skipped"):
         notes.append("Scores are not probabilities in [0, 1]: calibration metrics are skipped.")
@@ -175,15 +184,29 @@ def _notes(run: Run, ev: dict) -> list[str]:
     return notes
 
 
+def _undefined_threshold_notes(undefined: dict[str, dict]) -> list[str]:
+    return [f"{label}: no threshold could be chosen for {len(u['folds'])} fold(s) (repeat, fold: "
+            f"{', '.join(f'{r}, {k}' for r, k in u['folds'])}; one class only in the data it is chosen on). Their "
+            f"{u['n_rows']} labelled row(s) are left out of the threshold metrics, the confusion matrix and the "
+            "worst cases (not called negative); rank metrics (AUROC, AUPRC) include them."
+            for label, u in undefined.items()]
+
+
 def _differs(in_run_json, stored: dict[str, float] | None) -> bool:
     if in_run_json is None or stored is None:
         return False
     if not isinstance(in_run_json, dict):
         in_run_json = {next(iter(stored)): in_run_json} if len(stored) == 1 else {}
-    try:
-        return any(abs(float(in_run_json[k]) - v) > 1e-6 for k, v in stored.items() if k in in_run_json)
-    except (TypeError, ValueError):
-        return True
+    for k, v in stored.items():
+        if k not in in_run_json:
+            continue
+        try:
+            old = float("nan") if in_run_json[k] is None else float(in_run_json[k])
+        except (TypeError, ValueError):
+            return True
+        if math.isnan(old) != math.isnan(v) or abs(old - v) > 1e-6:  # undefined in both counts as equal
+            return True
+    return False
 
 
 def _selection_note(selection: str, rule: str) -> str:

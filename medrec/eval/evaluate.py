@@ -31,7 +31,8 @@ def confusion(oof: OOF, thresholds: np.ndarray | None) -> dict[str, list[list[fl
     """Confusion matrices at the operating point, averaged over repeats.
 
     multiclass: {"matrix": K x K, rows = true class, columns = predicted class};
-    binary/multilabel: {label: [[tn, fp], [fn, tp]]}.
+    binary/multilabel: {label: [[tn, fp], [fn, tp]]} over the rows whose fold has a threshold
+    (rows of a fold without one are left out, see `undefined_thresholds`, never called negative).
     """
     repeats = np.unique(oof.repeat)
     if oof.task == "multiclass":
@@ -41,11 +42,25 @@ def confusion(oof: OOF, thresholds: np.ndarray | None) -> dict[str, list[list[fl
         return {"matrix": (m / len(repeats)).tolist()}
     out = {}
     for j, name in enumerate(oof.names):
-        has = ~np.isnan(oof.y[:, j])
+        has = ~np.isnan(oof.y[:, j]) & ~np.isnan(thresholds[:, j])
         y = oof.y[has, j] == 1
         pred = oof.score[has, j] >= thresholds[has, j]
         tp, fp, tn, fn = (float(c[0]) / len(repeats) for c in confusion_counts(y, pred))
         out[name] = [[tn, fp], [fn, tp]]
+    return out
+
+
+def undefined_thresholds(oof: OOF, thresholds: np.ndarray | None, records: list[dict]) -> dict[str, dict]:
+    """Per label whose threshold could not be chosen in some fold: those (repeat, fold) pairs and
+    the number of labelled rows left out of its threshold metrics, confusion matrix and worst cases."""
+    if thresholds is None:
+        return {}
+    out = {}
+    for j, name in enumerate(oof.names):
+        folds = [[r["repeat"], r["fold"]] for r in records if r["label"] == name and np.isnan(r["threshold"])]
+        if folds:
+            rows = ~np.isnan(oof.y[:, j]) & np.isnan(thresholds[:, j])
+            out[name] = {"folds": folds, "n_rows": int(rows.sum())}
     return out
 
 
@@ -59,7 +74,7 @@ def evaluate(oof: OOF, cfg: EvalConfig) -> dict:
     Returns:
         {"metrics": {(label, metric): {"value", "ci_low", "ci_high", "n_valid"}},
          "thresholds": per (row, label) or None, "fold_thresholds", "stored_threshold",
-         "selection", "per_fold", "confusion", "calibration"} (floats unrounded).
+         "selection", "undefined_thresholds", "per_fold", "confusion", "calibration"} (floats unrounded).
     """
     probabilities = bool(np.nanmin(oof.score) >= 0 and np.nanmax(oof.score) <= 1)
     n_bins = cfg.calibration_bins if probabilities else None
@@ -71,6 +86,7 @@ def evaluate(oof: OOF, cfg: EvalConfig) -> dict:
         "fold_thresholds": records,
         "stored_threshold": stored,
         "selection": threshold_selection(oof, cfg.operating_point),
+        "undefined_thresholds": undefined_thresholds(oof, thresholds, records),
         "per_fold": per_fold_metrics(oof, thresholds, n_bins),
         "confusion": confusion(oof, thresholds),
         "calibration": cal.calibration_summary(

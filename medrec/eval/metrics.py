@@ -32,6 +32,7 @@ HEADLINE = ""  # the label slot of run-level metrics in (label, metric) keys
 
 Key = tuple[str, str]  # (label name or HEADLINE, metric name)
 Statistic = Callable[[np.ndarray], dict[Key, np.ndarray]]
+Defined = dict[Key, bool]  # which per-label metrics the point estimate defines (the macro label set)
 
 
 # ---------------------------------------------------------------- weighted core
@@ -173,17 +174,23 @@ def binary_block(
     """Every binary metric for each row of weights.
 
     Args:
-        threshold: one value, or one per row (the row's fold threshold). NaN thresholds make the
-            threshold metrics NaN rather than silently calling everything negative.
+        threshold: one value, or one per row (the row's fold threshold). Rows whose threshold is
+            NaN (a fold where none could be chosen) are left out of the threshold metrics, never
+            called negative; with no threshold at all those metrics are NaN. Rank and
+            calibration metrics use every row.
         n_bins: also compute Brier score and ECE with this many bins.
     """
     w = _weights(w, len(score))
     out = rank_metrics(y, score, w)
     thr = np.broadcast_to(np.asarray(threshold, dtype=float), np.shape(score))
-    if np.isnan(thr).any():
+    ok = ~np.isnan(thr)
+    if not ok.any():
         out.update({m: np.full(w.shape[0], np.nan) for m in THRESHOLD_METRICS})
-    else:
+    elif ok.all():
         out.update(rates(*confusion_counts(y, score >= thr, w)))
+    else:
+        y_ok, s_ok = np.asarray(y)[ok], np.asarray(score)[ok]
+        out.update(rates(*confusion_counts(y_ok, s_ok >= thr[ok], w[:, ok])))
     if n_bins is not None:
         out["brier"] = cal.weighted_brier(y, score, w)
         out["ece"] = cal.weighted_ece(y, score, w, n_bins)
@@ -227,15 +234,21 @@ def binary_metrics(y: np.ndarray, score: np.ndarray, threshold: float | np.ndarr
 
 def multiclass_block(
     y: np.ndarray, prob: np.ndarray, names: tuple[str, ...], w: np.ndarray | None = None,
-    n_bins: int | None = None,
+    n_bins: int | None = None, defined: Defined | None = None,
 ) -> dict[Key, np.ndarray]:
     """Multiclass metrics per row of weights: one-vs-rest per class, macro averages, accuracy.
 
-    Decisions are the arg-max class. Macro averages skip classes whose value is undefined in
-    the (re)sample, which matches scikit-learn's choice of averaging over the classes present.
+    Decisions are the arg-max class. Macro averages (balanced accuracy included) are over the
+    classes whose value is defined at the point estimate (all rows, weight one): a resample in
+    which one of them is undefined has an undefined macro value, not the mean of the rest.
+
+    Args:
+        defined: {(class, metric): defined at the point estimate}; computed here when omitted.
     """
     w = _weights(w, len(y))
     y = np.asarray(y, dtype=int)
+    if defined is None and not _is_point(w):
+        defined = defined_at_point(multiclass_block(y, prob, names))
     pred = prob.argmax(axis=1)
     out: dict[Key, np.ndarray] = {}
     for c, name in enumerate(names):
@@ -246,7 +259,7 @@ def multiclass_block(
         out[(HEADLINE, "accuracy")] = _dot(w, pred == y) / w.sum(axis=1)
     for metric, source in (("balanced_accuracy", "sensitivity"), ("f1_macro", "f1"),
                            ("auroc_macro", "auroc"), ("auprc_macro", "auprc")):
-        out[(HEADLINE, metric)] = _nanmean([out[(n, source)] for n in names])
+        out[(HEADLINE, metric)] = _macro(out, names, source, defined)
     if n_bins is not None:
         onehot = np.eye(prob.shape[1])[y]
         correct, conf = cal.top_label(y, prob)
@@ -257,14 +270,17 @@ def multiclass_block(
 
 def multilabel_block(
     y: np.ndarray, score: np.ndarray, threshold: np.ndarray, names: tuple[str, ...],
-    w: np.ndarray | None = None, n_bins: int | None = None,
+    w: np.ndarray | None = None, n_bins: int | None = None, defined: Defined | None = None,
 ) -> dict[Key, np.ndarray]:
     """Per-label binary metrics (NaN labels masked out), their macro and micro averages.
 
     With one label (a binary task) the label's metrics are the run-level metrics themselves.
-    Micro averages pool every (image, label) pair that has a label.
+    Micro averages pool every (image, label) pair that has a label. Macro averages are over
+    the labels defined at the point estimate (see `multiclass_block`).
     """
     w = _weights(w, len(y))
+    if defined is None and not _is_point(w) and len(names) > 1:
+        defined = defined_at_point(multilabel_block(y, score, threshold, names, None, n_bins))
     threshold = np.broadcast_to(threshold, y.shape)
     has = ~np.isnan(y)
     out: dict[Key, np.ndarray] = {}
@@ -278,16 +294,35 @@ def multilabel_block(
     micro = binary_block(y[rows, cols] == 1, score[rows, cols], threshold[rows, cols], w[:, rows])
     metrics = BINARY_METRICS + (CALIBRATION_METRICS if n_bins is not None else ())
     for m in metrics:
-        out[(HEADLINE, f"{m}_macro")] = _nanmean([out[(n, m)] for n in names])
+        out[(HEADLINE, f"{m}_macro")] = _macro(out, names, m, defined)
     out.update({(HEADLINE, f"{m}_micro"): v for m, v in micro.items()})
     return out
 
 
-def _nanmean(arrays: list[np.ndarray]) -> np.ndarray:
-    stack = np.vstack(arrays)
-    n = np.isfinite(stack).sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n > 0, np.nansum(stack, axis=0) / n, np.nan)
+def defined_at_point(block: dict[Key, np.ndarray]) -> Defined:
+    """{key: is the first row's value finite}: which metrics a point estimate defines."""
+    return {k: bool(np.isfinite(v[0])) for k, v in block.items()}
+
+
+def _is_point(w: np.ndarray) -> bool:
+    """True for a single row of unit weights: the point estimate, which defines its own label set."""
+    return w.shape[0] == 1 and bool((w == 1).all())
+
+
+def _macro(out: dict[Key, np.ndarray], names: tuple[str, ...], metric: str, defined: Defined | None) -> np.ndarray:
+    """Mean of `metric` over a fixed set of labels: those defined at the point estimate.
+
+    A resample in which one of those labels is undefined (no positives drawn, say) gives NaN,
+    so `n_valid` counts it; averaging the remaining labels would shift the interval towards
+    the easy labels. Without `defined` (the point estimate itself) the set is the finite ones.
+    """
+    if defined is None:
+        keep = [out[(n, metric)] for n in names if np.isfinite(out[(n, metric)]).all()]
+    else:
+        keep = [out[(n, metric)] for n in names if defined.get((n, metric), True)]
+    if not keep:
+        return np.full(len(out[(names[0], metric)]), np.nan)
+    return np.mean(np.vstack(keep), axis=0)
 
 
 # ---------------------------------------------------------------- curves

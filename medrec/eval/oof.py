@@ -6,8 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medrec.eval.bootstrap import Key, Statistic
-from medrec.eval.metrics import multiclass_block, multilabel_block
+from medrec.eval.metrics import Defined, Key, Statistic, defined_at_point, multiclass_block, multilabel_block
 
 
 @dataclass(frozen=True)
@@ -27,20 +26,26 @@ class OOF:
     repeat: np.ndarray
     unit: np.ndarray
 
-    def block(self, rows: np.ndarray, thresholds: np.ndarray | None, w: np.ndarray,
-              n_bins: int | None) -> dict[Key, np.ndarray]:
-        """All metrics of the rows `rows` for each row of weights `w` (b, len(rows))."""
+    def block(self, rows: np.ndarray, thresholds: np.ndarray | None, w: np.ndarray | None,
+              n_bins: int | None, defined: Defined | None = None) -> dict[Key, np.ndarray]:
+        """All metrics of the rows `rows` for each row of weights `w` (b, len(rows)); `defined`
+        fixes the label set of macro averages (see `medrec.eval.metrics.multiclass_block`)."""
         if self.task == "multiclass":
-            return multiclass_block(self.y[rows], self.score[rows], self.names, w, n_bins)
-        return multilabel_block(self.y[rows], self.score[rows], thresholds[rows], self.names, w, n_bins)
+            return multiclass_block(self.y[rows], self.score[rows], self.names, w, n_bins, defined)
+        return multilabel_block(self.y[rows], self.score[rows], thresholds[rows], self.names, w, n_bins, defined)
 
 
 def oof_statistic(oof: OOF, thresholds: np.ndarray | None, n_bins: int | None) -> Statistic:
-    """The run's metrics as a function of row weights: per repeat, then averaged over repeats."""
+    """The run's metrics as a function of row weights: per repeat, then averaged over repeats.
+
+    Each repeat's macro averages keep the label set of that repeat's point estimate in every
+    resample (computed once here, not per chunk of resamples).
+    """
     groups = [np.flatnonzero(oof.repeat == r) for r in np.unique(oof.repeat)]
+    defined = [defined_at_point(oof.block(rows, thresholds, None, n_bins)) for rows in groups]
 
     def stat(w: np.ndarray) -> dict[Key, np.ndarray]:
-        parts = [oof.block(rows, thresholds, w[:, rows], n_bins) for rows in groups]
+        parts = [oof.block(rows, thresholds, w[:, rows], n_bins, d) for rows, d in zip(groups, defined)]
         return {k: np.mean([p[k] for p in parts], axis=0) for k in parts[0]}
 
     return stat

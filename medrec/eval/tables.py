@@ -101,7 +101,7 @@ def fold_rows(doc: dict) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the per-fold table (thresholds from the cross-fitting records)."""
     thr: dict[tuple[int, int], list[str]] = {}
     for rec in doc["operating_point"]["fold_thresholds"]:
-        text = _fmt(rec["threshold"], 4)
+        text = "undefined" if rec["threshold"] is None else _fmt(rec["threshold"], 4)
         if len(doc["labels"]) > 1:
             text = f"{rec['label']}: {text}"
         thr.setdefault((rec["repeat"], rec["fold"]), []).append(text)
@@ -119,6 +119,7 @@ def label_rows(doc: dict) -> tuple[list[str], list[list[str]]]:
     if not doc["per_label"]:
         return [], []
     names = list(next(iter(doc["per_label"].values())))
+    marked = {n for ms in doc["per_label"].values() for n, m in ms.items() if "note" in m}
     rows = []
     for label, ms in doc["per_label"].items():
         cells = [label]
@@ -127,12 +128,20 @@ def label_rows(doc: dict) -> tuple[list[str], list[list[str]]]:
             ci = "" if m["ci_low"] is None else f" ({_fmt(m['ci_low'])}–{_fmt(m['ci_high'])})"
             cells.append(_fmt(m["value"]) + ci)
         rows.append(cells)
-    return ["label"] + names, rows
+    return ["label"] + [n + (" †" if n in marked else "") for n in names], rows
+
+
+def temperature_title(doc: dict) -> str:
+    """Heading of the temperature-scaling table: how the temperatures were fitted."""
+    ts = doc["calibration"].get("temperature_scaling") or {}
+    return "Temperature scaling (in-sample: fitted on this fold, optimistic †)" if ts.get("in_sample") \
+        else "Temperature scaling (cross-fitted)"
 
 
 def calibration_rows(doc: dict) -> list[list[str]]:
     ts = doc["calibration"].get("temperature_scaling")
     if not ts:
         return []
-    return [[name, _fmt(ts["stored"].get(name), 3), _fmt(b["ece"]), _fmt(ts["after"][name]["ece"]),
-             _fmt(b["brier"]), _fmt(ts["after"][name]["brier"])] for name, b in ts["before"].items()]
+    mark = " †" if ts.get("in_sample") else ""  # "after" fitted and measured on the same fold
+    return [[name, _fmt(ts["stored"].get(name), 3), _fmt(b["ece"]), _fmt(ts["after"][name]["ece"]) + mark,
+             _fmt(b["brier"]), _fmt(ts["after"][name]["brier"]) + mark] for name, b in ts["before"].items()]

@@ -16,7 +16,7 @@ import numpy as np
 from medrec.config import parse_operating_point
 from medrec.errors import DataError
 from medrec.eval.crossfit import crossfit_splits
-from medrec.eval.metrics import roc_curve
+from medrec.eval.metrics import ranked_counts
 from medrec.eval.oof import OOF
 
 log = logging.getLogger(__name__)
@@ -25,7 +25,8 @@ log = logging.getLogger(__name__)
 def choose_threshold(y: np.ndarray, score: np.ndarray, rule: str) -> float:
     """The score threshold (positive if score >= threshold) that `rule` picks on (y, score).
 
-    youden: maximises sensitivity + specificity - 1 (the highest such threshold on ties);
+    youden: maximises sensitivity + specificity - 1 (the highest such threshold on ties, the
+        tie decided in exact integer counts: J * P * N = tp * N - fp * P);
     sensitivity:x: the highest threshold whose sensitivity is >= x;
     specificity:x: the lowest threshold whose specificity is >= x;
     fixed:x: x. Thresholds are observed scores, or just above the largest score when the
@@ -42,16 +43,28 @@ def choose_threshold(y: np.ndarray, score: np.ndarray, rule: str) -> float:
         raise DataError(
             f"operating point '{rule}' needs positive and negative cases; got {int(y.sum())} of {len(y)} positive"
         )
-    fpr, tpr, thr = roc_curve(y, score)
-    tol = 1e-12
-    if kind == "youden":
-        i = int(np.argmax(tpr - fpr))
-    elif kind == "sensitivity":
-        i = int(np.flatnonzero(tpr >= value - tol)[0])
-    else:
-        i = int(np.flatnonzero(1 - fpr >= value - tol)[-1])
+    i = _rule_index(y, score, kind, value)
+    thr = np.r_[np.inf, ranked_counts(y, score)[2]]
     t = thr[i]
     return float(np.nextafter(np.max(score), np.inf)) if np.isinf(t) else float(t)
+
+
+def _rule_index(y: np.ndarray, score: np.ndarray, kind: str, value: float | None) -> int:
+    """Index into (+inf, distinct scores descending) of the threshold `kind` picks.
+
+    Counts are compared as integers (weights are one, so the cumulative counts are exact):
+    two thresholds with the same Youden index in exact arithmetic tie here too, whereas
+    tpr - fpr in floating point can differ in the last bit and pick the lower one.
+    """
+    tp, fp, _ = ranked_counts(y, score)
+    tp, fp = np.rint(tp[0]).astype(np.int64), np.rint(fp[0]).astype(np.int64)
+    n_pos, n_neg = int(tp[-1]), int(fp[-1])
+    if kind == "youden":
+        return int(np.argmax(tp * n_neg - fp * n_pos))  # first maximum = highest threshold
+    # sensitivity >= x  <=>  tp >= x * P; the small slack absorbs x * P's rounding (x = 0.95, P = 20)
+    if kind == "sensitivity":
+        return int(np.flatnonzero(tp >= value * n_pos - 1e-9)[0])
+    return int(np.flatnonzero(n_neg - fp >= value * n_neg - 1e-9)[-1])
 
 
 def crossfit_thresholds(
@@ -95,13 +108,41 @@ def oof_thresholds(oof: OOF, rule: str) -> tuple[np.ndarray | None, list[dict], 
     for j, name in enumerate(oof.names):
         rows[:, j], recs = crossfit_thresholds(oof.y[:, j], oof.score[:, j], oof.fold, rule, repeat=oof.repeat)
         records += [{**r, "label": name} for r in recs]
-        has = ~np.isnan(oof.y[:, j])
-        try:
-            stored[name] = choose_threshold(oof.y[has, j] == 1, oof.score[has, j], rule)
-        except DataError as exc:
-            log.warning("label %s: no stored threshold (%s)", name, exc)
-            stored[name] = float("nan")
+        stored[name] = stored_threshold(oof.y[:, j], oof.score[:, j], rule, name)
     return rows, records, stored
+
+
+def stored_threshold(y: np.ndarray, score: np.ndarray, rule: str, label: str = "label") -> float:
+    """The threshold for future data: `rule` on every labelled row (NaN labels ignored).
+
+    NaN, with a warning, when the rule cannot be applied (the label has one class only), so a
+    run whose folds all trained still finishes with an undefined operating point for it.
+    """
+    y = np.asarray(y, dtype=float)
+    has = ~np.isnan(y)
+    try:
+        return choose_threshold(y[has] == 1, np.asarray(score, dtype=float)[has], rule)
+    except DataError as exc:
+        log.warning("label %s: no operating point (%s)", label, exc)
+        return float("nan")
+
+
+def run_operating_point(table, task: str, rule: str) -> dict:
+    """run.json's {"threshold": ...} from the merged out-of-fold table (oof_predictions.csv):
+    a float (binary), {label: float} (multilabel) or None (multiclass: arg-max); a label whose
+    rule cannot be applied gets None (undefined) instead of ending the run."""
+    def value(t: float) -> float | None:
+        return None if np.isnan(t) else float(t)
+
+    if task == "multiclass":
+        return {"threshold": None}
+    if task == "binary":
+        return {"threshold": value(stored_threshold(table["label"].to_numpy(dtype=float),
+                                                    table["score"].to_numpy(dtype=float), rule))}
+    names = [c[len("label_"):] for c in table.columns if c.startswith("label_")]
+    return {"threshold": {n: value(stored_threshold(table[f"label_{n}"].to_numpy(dtype=float),
+                                                    table[f"score_{n}"].to_numpy(dtype=float), rule, n))
+                          for n in names}}
 
 
 def threshold_selection(oof: OOF, rule: str) -> str:

@@ -19,8 +19,9 @@ def worst_cases(run: Run, ev: dict, n: int) -> list[dict]:
     """Sections of the worst errors at the operating point, each with up to `n` cases.
 
     Binary/multilabel: false positives with the highest scores and false negatives with the
-    lowest. Multiclass: wrong predictions with the highest confidence. Each case carries a
-    base64 PNG thumbnail or None when the image cannot be read.
+    lowest, among rows whose fold has a threshold (the rest are counted in "excluded", never
+    called negative). Multiclass: wrong predictions with the highest confidence. Each case
+    carries a base64 PNG thumbnail or None when the image cannot be read.
     """
     if n == 0:
         return []
@@ -29,22 +30,31 @@ def worst_cases(run: Run, ev: dict, n: int) -> list[dict]:
         ids = t["image_id"].astype(str).to_numpy()
     else:
         ids = np.array([f"row {i}" for i in range(len(t))])
-    if oof.task == "multiclass":
-        pred = oof.score.argmax(axis=1)
-        wrong = np.flatnonzero(pred != oof.y)
-        conf = oof.score.max(axis=1)
-        rows = [(i, f"{oof.names[oof.y[i]]} → {oof.names[pred[i]]}", conf[i], None) for i in wrong]
-        sections = [("Most confident errors (true → predicted)", sorted(rows, key=lambda r: -r[2]))]
-    else:
-        fps, fns = [], []
-        for j, name in enumerate(oof.names):
-            has = ~np.isnan(oof.y[:, j])
-            called = oof.score[:, j] >= ev["thresholds"][:, j]
-            for rows, dest in ((has & called & (oof.y[:, j] == 0), fps), (has & ~called & (oof.y[:, j] == 1), fns)):
-                dest += [(i, name, oof.score[i, j], ev["thresholds"][i, j]) for i in np.flatnonzero(rows)]
-        sections = [("Worst false positives (highest scores)", sorted(fps, key=lambda r: -r[2])),
-                    ("Worst false negatives (lowest scores)", sorted(fns, key=lambda r: r[2]))]
-    return [{"title": title, "cases": _pick(rows, n, t, ids, oof, run.cfg.data)} for title, rows in sections]
+    sections = _multiclass_errors(oof) if oof.task == "multiclass" else _threshold_errors(oof, ev["thresholds"])
+    return [{"title": title, "excluded": excluded, "cases": _pick(rows, n, t, ids, oof, run.cfg.data)}
+            for title, rows, excluded in sections]
+
+
+def _multiclass_errors(oof: OOF) -> list[tuple[str, list, int]]:
+    pred = oof.score.argmax(axis=1)
+    conf = oof.score.max(axis=1)
+    rows = [(i, f"{oof.names[oof.y[i]]} → {oof.names[pred[i]]}", conf[i], None) for i in np.flatnonzero(pred != oof.y)]
+    return [("Most confident errors (true → predicted)", sorted(rows, key=lambda r: -r[2]), 0)]
+
+
+def _threshold_errors(oof: OOF, thresholds: np.ndarray) -> list[tuple[str, list, int]]:
+    fps, fns = [], []
+    excluded = {0: 0, 1: 0}  # labelled negatives / positives in folds without a threshold
+    for j, name in enumerate(oof.names):
+        has, thr = ~np.isnan(oof.y[:, j]), thresholds[:, j]
+        defined = has & ~np.isnan(thr)
+        called = defined & (oof.score[:, j] >= np.where(defined, thr, np.inf))
+        for value, rows, dest in ((0, called, fps), (1, defined & ~called, fns)):
+            rows = rows & (oof.y[:, j] == value)
+            dest += [(i, name, oof.score[i, j], thr[i]) for i in np.flatnonzero(rows)]
+            excluded[value] += int((has & ~defined & (oof.y[:, j] == value)).sum())
+    return [("Worst false positives (highest scores)", sorted(fps, key=lambda r: -r[2]), excluded[0]),
+            ("Worst false negatives (lowest scores)", sorted(fns, key=lambda r: r[2]), excluded[1])]
 
 
 def _pick(rows: list, n: int, table, ids: np.ndarray, oof: OOF, data_cfg=None) -> list[dict]:

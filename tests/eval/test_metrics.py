@@ -255,3 +255,61 @@ def test_bootstrap_takes_seconds_not_minutes():
     start = time.perf_counter()
     M.evaluate(oof, EvalConfig(bootstrap=1000))
     assert time.perf_counter() - start < 30  # ~1 s on one free core; generous for a shared machine
+
+
+def _captured(stat):
+    """The statistic, recording every matrix of row weights it is called with."""
+    seen = []
+
+    def wrapped(w):
+        seen.append(np.array(w))
+        return stat(w)
+
+    return wrapped, seen
+
+
+def test_macro_over_resamples_keeps_the_label_set_of_the_point_estimate():
+    # A rare label (3 positive patients of 60) is undefined in some resamples. The macro AUROC of such a
+    # resample is undefined too; it used to be the mean of the remaining labels, shifting the interval.
+    rng = np.random.default_rng(0)
+    n = 60
+    y = np.c_[(rng.random(n) < 0.5), np.isin(np.arange(n), [3, 20, 41])].astype(float)
+    s = np.clip(0.3 * y + 0.7 * rng.random((n, 2)), 0, 1)
+    oof = M.OOF("multilabel", ("common", "rare"), y, s, np.arange(n) % 3, np.zeros(n, dtype=int), np.arange(n))
+    stat, seen = _captured(M.oof_statistic(oof, np.full(y.shape, 0.5), None))
+    ci = M.bootstrap(stat, oof.unit, n_resamples=300, seed=1)
+    w = np.vstack(seen[1:])  # seen[0] is the point estimate (weights of one)
+    expected = []
+    for row in w.astype(int):
+        aucs = []
+        for j in range(2):
+            yy, ss = np.repeat(y[:, j], row), np.repeat(s[:, j], row)
+            aucs.append(skm.roc_auc_score(yy, ss) if 0 < yy.sum() < len(yy) else np.nan)
+        expected.append(np.mean(aucs))  # NaN whenever the rare label is undefined
+    expected = np.array(expected)
+    assert 0 < np.isnan(expected).sum() < 300  # the data does exercise the rule
+    low, high = np.percentile(expected[~np.isnan(expected)], [2.5, 97.5])
+    macro = ci[("", "auroc_macro")]
+    assert macro["n_valid"] == int((~np.isnan(expected)).sum())
+    assert macro["ci_low"] == pytest.approx(low, abs=1e-12) and macro["ci_high"] == pytest.approx(high, abs=1e-12)
+
+
+def test_multiclass_macro_and_balanced_accuracy_over_a_fixed_class_set():
+    rng = np.random.default_rng(3)
+    n = 50
+    y = np.where(np.isin(np.arange(n), [5, 30]), 2, rng.integers(0, 2, n))  # class 2: two images only
+    prob = rng.dirichlet(np.ones(3), n)
+    prob[np.arange(n), y] += 0.5
+    prob /= prob.sum(axis=1, keepdims=True)
+    w = rng.multinomial(n, np.ones(n) / n, size=200).astype(float)  # bootstrap counts of images
+    out = M.multiclass_block(y, prob, ("a", "b", "c"), w)
+    pred = prob.argmax(axis=1)
+    for b in range(len(w)):
+        yy, pp, probs = np.repeat(y, w[b].astype(int)), np.repeat(pred, w[b].astype(int)), np.repeat(prob, w[b].astype(int), axis=0)
+        if len(np.unique(yy)) < 3:  # class c absent from this resample: undefined, not the mean of a and b
+            assert np.isnan(out[("", "balanced_accuracy")][b]) and np.isnan(out[("", "auroc_macro")][b])
+            continue
+        assert out[("", "balanced_accuracy")][b] == pytest.approx(skm.balanced_accuracy_score(yy, pp), abs=1e-12)
+        assert out[("", "auroc_macro")][b] == pytest.approx(
+            skm.roc_auc_score(yy, probs, multi_class="ovr", average="macro"), abs=1e-12)
+    assert np.isnan(out[("", "balanced_accuracy")]).any()

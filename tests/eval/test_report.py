@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[2]
 def _fake_images_module(calls: list):
     """Stands in for medrec.io.images: every other read fails, as a corrupt file would."""
 
-    def read_image(path, *, frame=None, window=None, slice_index=None):
+    def read_image(path, *, frame=None, window=None, slice_index=None, **_options):  # color=..., future options
         calls.append((path, window))
         if len(calls) % 2 == 0:
             raise ImageError(f"{path}: cannot decode")
