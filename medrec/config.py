@@ -250,6 +250,7 @@ class EvalConfig(_Section):
     calibration_bins: int = Field(10, ge=2)
     temperature_scaling: bool = False
     worst_cases: int = Field(8, ge=0)
+    cams: bool | Literal["auto"] = "auto"  # Grad-CAM of each out-of-fold image after training (auto: up to 3000)
 
     @field_validator("operating_point")
     @classmethod

@@ -161,3 +161,11 @@ def write_cam(folder: Path, image_id: str, cam: np.ndarray, gray: np.ndarray | N
 def safe_name(image_id: str) -> bool:
     """True when `image_id` can be a file name (the review app refuses anything else)."""
     return bool(image_id) and Path(image_id).name == image_id and image_id not in (".", "..")
+
+
+if __name__ == "__main__":  # python -m medrec.explain RUN_DIR: the out-of-fold maps of a run
+    import sys
+
+    from medrec.explain_run import main
+
+    sys.exit(main())
