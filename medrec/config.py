@@ -251,6 +251,9 @@ class EvalConfig(_Section):
     temperature_scaling: bool = False
     worst_cases: int = Field(8, ge=0)
     cams: bool | Literal["auto"] = "auto"  # Grad-CAM of each out-of-fold image after training (auto: up to 3000)
+    subgroups: tuple[str, ...] = ()  # manifest columns (sex, age_band, view_position, site): metrics per value
+    subgroup_min_patients: int = Field(10, ge=1)  # a subgroup value with fewer patients is reported as "too few"
+    aggregate: tuple[Literal["patient", "study"], ...] = ()  # also metrics on scores combined per patient/study
 
     @field_validator("operating_point")
     @classmethod
