@@ -157,7 +157,7 @@ def preview_config(cfg: ExperimentConfig, out: Path, *, n: int = 16, seed: int =
     from medrec.data.transforms import ERROR_KEY, preprocess_transforms
 
     manifest = load_source(cfg.data, base_dir)
-    all_items = manifest_items(manifest)
+    all_items = manifest_items(manifest, cfg.data)
     pre = preprocess_transforms(cfg.data.model_copy(update={"skip_bad_images": True}))
     items, names = [], []
     for i in pick_rows(manifest.labels, np.arange(len(all_items)), 4 * n, seed):
