@@ -28,17 +28,21 @@ class ReadInfo:
     alpha: str = "none"
 
 
-def read_item(path: str, cfg: DataConfig, slice_index: int | None = None) -> np.ndarray:
+def read_item(path: str, cfg: DataConfig, slice_index: int | None = None, *, reduce: bool = False) -> np.ndarray:
     """Read one image as float32 (H, W) as `data.modality` wants it (`read_item_info`, without the info)."""
-    return read_item_info(path, cfg, slice_index)[0]
+    return read_item_info(path, cfg, slice_index, reduce=reduce)[0]
 
 
-def read_item_info(path: str, cfg: DataConfig, slice_index: int | None = None) -> tuple[np.ndarray, ReadInfo]:
+def read_item_info(
+    path: str, cfg: DataConfig, slice_index: int | None = None, *, reduce: bool = False
+) -> tuple[np.ndarray, ReadInfo]:
     """Read one image as float32 (H, W) as `data.modality` wants it, and say how it was read.
 
     Args:
         slice_index: the slice of a volume (NIfTI third axis, multi-frame DICOM frame); default
             `data.slice` when it is a number, else the middle one.
+        reduce: let the reader reduce resolution early towards `data.image_size` (the cache fill,
+            which resizes to it next; `medrec.io.reduce`). Off for predict's Grad-CAM geometry and display.
 
     Raises:
         MedrecError: the file cannot be read, or does not carry the units the modality needs
@@ -57,7 +61,8 @@ def read_item_info(path: str, cfg: DataConfig, slice_index: int | None = None) -
     window = None
     if cfg.modality == "cxr":
         window = tuple(cfg.window) if isinstance(cfg.window, (list, tuple)) else cfg.window
-    array, meta = read_image(path, frame=cfg.frame, window=window, slice_index=slice_index, color=color)
+    array, meta = read_image(path, frame=cfg.frame, window=window, slice_index=slice_index, color=color,
+                             reduce_to=cfg.image_size if reduce else None)
     info = ReadInfo(meta.get("conversion", "grey"), meta.get("alpha", "none"))
     if cfg.modality == "cxr":
         return np.asarray(array, dtype=np.float32), info

@@ -21,6 +21,7 @@ import numpy as np
 
 from medrec.errors import ConfigError, DicomError, ImageError, ImageTooLargeError
 from medrec.io.limits import check_dicom_header, dcmread_bounded
+from medrec.io.reduce import box_reduce, reduction_factor
 from medrec.io.windows import (  # noqa: F401 - re-exported: callers import windows from here too
     PERCENTILES,
     WINDOW_NAMES,
@@ -83,7 +84,7 @@ _warned_presets: set[str] = set()
 
 
 def read_dicom(
-    path: str | Path, *, frame: int | None = None, window: Any = None
+    path: str | Path, *, frame: int | None = None, window: Any = None, reduce_to: int | None = None
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Read one frame of a DICOM file as a float32 2-D array plus de-identified metadata.
 
@@ -95,6 +96,8 @@ def read_dicom(
             "minmax", "percentile", a preset name or (center, width) -> that window.
             Windows act on modality values before the MONOCHROME1 inversion, as in DICOM,
             so a window copied from the header or a viewer means the same thing here.
+        reduce_to: the caller's target size: the frame is box-reduced right after the modality LUT
+            (before windows and percentiles) by `medrec.io.reduce.reduction_factor`.
 
     Returns:
         (image, metadata); the image in [0, 1] whenever a window is given.
@@ -118,6 +121,8 @@ def read_dicom(
         from pydicom.pixels import apply_modality_lut
 
         modality = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+        k = reduction_factor(*modality.shape, reduce_to)
+        modality = np.asarray(box_reduce(modality, k), dtype=np.float64)
         inverted = ds.PhotometricInterpretation == "MONOCHROME1"
         if window is None:
             image = _mono1_constant(ds, modality) - modality if inverted else modality
@@ -125,7 +130,7 @@ def read_dicom(
         else:
             image, applied = _window_dataset(modality, ds, window, path)
             image = 1.0 - image if inverted else image
-        meta = _metadata(ds, index, n_frames, applied, inverted)
+        meta = {**_metadata(ds, index, n_frames, applied, inverted), "reduction": k}
     except (ImageError, ConfigError):
         raise
     except Exception as exc:  # pydicom, numpy and decoder plugins raise many types

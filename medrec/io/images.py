@@ -45,6 +45,7 @@ from medrec.io.formats import (  # noqa: F401 - has_dicm_marker re-exported for 
     image_reader,
 )
 from medrec.io.limits import check_nifti_header, check_pillow_image, pillow_limits
+from medrec.io.reduce import PILLOW_REDUCE_MODES, box_reduce, jpeg_draft, reduction_factor
 from medrec.io.windows import (
     PERCENTILES,
     WINDOW_NAMES,
@@ -79,6 +80,7 @@ def read_image(
     window: Any = None,
     slice_index: int | None = None,
     color: str = "auto",
+    reduce_to: int | None = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Read one 2-D grayscale image as float32, with de-identified metadata.
 
@@ -93,6 +95,9 @@ def read_image(
             DICOM file (then `frame` is ignored); default the middle one. Ignored for
             PNG/JPEG, so that one config serves every format.
         color: `data.color` for images stored in colour: auto, convert or strict (medrec.io.color).
+        reduce_to: the longest side the caller will resize to; the reader may then return the image
+            reduced by an integer factor (longest side still >= 2 x reduce_to; JPEG/PNG/TIFF/BMP and
+            DICOM, `medrec.io.reduce`); metadata["reduction"] says by how much. None: full resolution.
 
     Returns:
         (image, metadata); metadata["conversion"] says how the image became grey
@@ -107,11 +112,12 @@ def read_image(
     check_window(window)
     reader = image_reader(path)
     if reader == PILLOW:
-        return read_pillow(path, window=window, color=color)
+        return read_pillow(path, window=window, color=color, reduce_to=reduce_to)
     if reader == NIFTI:
         return read_nifti(path, slice_index=slice_index, frame=frame, window=window)
     if reader == DICOM:
-        image, meta = read_dicom(path, frame=frame if slice_index is None else slice_index, window=window)
+        image, meta = read_dicom(path, frame=frame if slice_index is None else slice_index, window=window,
+                                 reduce_to=reduce_to)
         return image, {**meta, "conversion": "grey"}
     raise ImageError(
         f"{path}: not an image file medrec reads (suffix '{path.suffix}', no DICOM or image signature); "
@@ -149,14 +155,14 @@ def count_slices(path: str | Path) -> int:
 
 
 def read_pillow(
-    path: str | Path, *, window: Any = None, color: str = "auto"
+    path: str | Path, *, window: Any = None, color: str = "auto", reduce_to: int | None = None
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Read a PNG, JPEG, TIFF or BMP image as grey (module docstring for the rules)."""
     path = Path(path)
     check_window(window)
     if not path.is_file():
         raise ImageError(f"{path}: no such file")
-    grey, top, conv, fmt, mode = _open_pillow(path, color)
+    grey, top, conv, fmt, mode, k = _open_pillow(path, color, reduce_to)
     if window is None:
         image, applied = grey, "none"
     elif window == "auto":
@@ -174,6 +180,7 @@ def read_pillow(
         "conversion": conv.kind,
         "alpha": conv.alpha,
         "colour_measure": None if conv.measure is None else conv.measure.describe(),
+        "reduction": k,
     }
     if conv.alpha == "not_opaque":
         log.info("%s: alpha channel is not uniformly opaque; dropped (the grey values are read as stored)", path)
@@ -183,16 +190,27 @@ def read_pillow(
 read_png_jpeg = read_pillow  # the name before TIFF and BMP were added
 
 
-def _open_pillow(path: Path, color: str) -> tuple[np.ndarray, float, Conversion, str | None, str]:
-    """Open, check the declared size, decode, convert to grey; every failure an ImageError."""
+def _open_pillow(
+    path: Path, color: str, reduce_to: int | None
+) -> tuple[np.ndarray, float, Conversion, str | None, str, int]:
+    """Open, check the declared size, decode (reduced when asked), convert to grey; failures are
+    ImageErrors. Returns grey, bit-depth maximum, conversion, format, mode and the reduction."""
     from PIL import Image
 
     try:
         with pillow_limits(), Image.open(path) as im:
             check_pillow_image(im, path)
+            fmt, mode = im.format, im.mode
+            k = reduction_factor(im.size[1], im.size[0], reduce_to)
+            scale = jpeg_draft(im, k)  # JPEG: the decoder itself decodes at 1/2, 1/4 or 1/8
             im.load()
+            rest = k // scale
+            if rest >= 2 and im.mode in PILLOW_REDUCE_MODES:
+                im, scale, rest = im.reduce(rest), scale * rest, 1
             grey, top, conv = pillow_to_grey(im, path, color)
-            return grey, top, conv, im.format, im.mode
+            if rest >= 2:  # 16-bit, 32-bit int and palette images: reduced as grey values
+                grey, scale = box_reduce(grey, rest), scale * rest
+            return grey, top, conv, fmt, mode, scale
     except (ImageError, ConfigError):
         raise
     except Image.DecompressionBombError as exc:

@@ -87,8 +87,12 @@ def corpus(tmp_path_factory) -> Path:
 
 
 def run_child(consumer: str, corpus: Path) -> dict[str, dict]:
-    proc = subprocess.run([sys.executable, "-c", CHILD, consumer, str(corpus)], capture_output=True, text=True,
-                          timeout=600)
+    # Linux carries a process's peak RSS across fork + exec (ru_maxrss keeps the pre-exec high-water
+    # mark), so a child of this pytest process (torch loaded by other tests) would report pytest's peak.
+    # A small launcher in between makes the measured child start from a fresh, small high-water mark.
+    launcher = "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))"
+    proc = subprocess.run([sys.executable, "-c", launcher, sys.executable, "-c", CHILD, consumer, str(corpus)],
+                          capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]  # the child exits normally: no abort, no OOM kill
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     assert len(rows) == len(crafted.WRITERS), proc.stdout
