@@ -160,4 +160,6 @@ def _frame(rows: list[dict[str, Any]], with_match: bool) -> pd.DataFrame:
         table.loc[n > 0, "image_id"] = table.loc[n > 0, "image_id"] + "-" + n[n > 0].astype(str)
     for column in ("instance_number", "number_of_frames", "rows", "columns"):
         table[column] = pd.to_numeric(table[column], errors="coerce").astype("Int64")
+    for column in ("slice_position", "slice_thickness"):  # empty cells when the header has no geometry
+        table[column] = pd.to_numeric(table[column], errors="coerce").astype(float)
     return table

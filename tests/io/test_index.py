@@ -368,3 +368,82 @@ def test_tree_filed_by_patient_id_or_name_is_refused(tmp_path, capsys, folder):
     assert not out.exists()
     assert cli.main([str(root), "--out", str(out), "--quiet", "--allow-identifying-paths"]) == 0
     assert len(pd.read_csv(out)) == 1
+
+
+# --------------------------------------------------------------------------- subgroup and series columns
+
+
+@pytest.mark.parametrize(("sex", "age", "birth", "study", "band", "sex_out"), [
+    ("F", "047Y", SECRET_BIRTH, "20240101", "40-49", "F"),  # PatientAge wins over the dates
+    ("M", None, "19800615", "20240614", "40-49", "M"),  # 43 years and 364 days
+    ("M", None, "19800615", "20240615", "40-49", "M"),  # the 44th birthday
+    ("O", None, "19300101", "20240101", "90+", "O"),  # 94: Safe Harbor's single top band
+    ("F", "018M", None, None, "0-9", "F"),  # months
+    ("F", "003W", None, None, "0-9", "F"),
+    ("X", "", None, "20240101", "", ""),  # no age, an invalid sex code
+    ("", "1O5Y", "20300101", "20240101", "", ""),  # garbled age, birth after the study
+])
+def test_sex_and_age_band_never_the_date(tmp_path, sex, age, birth, study, band, sex_out):
+    root = tmp_path / "t"
+    root.mkdir()
+    ds = make_dataset(0)
+    ds.PatientSex = sex
+    for keyword, value in (("PatientAge", age), ("PatientBirthDate", birth), ("StudyDate", study)):
+        if value is None:
+            delattr(ds, keyword) if keyword in ds else None
+        else:
+            setattr(ds, keyword, value)
+    ds.save_as(root / "a.dcm", enforce_file_format=True)
+    m = index_tree(root, key=KEY).manifest
+    assert (m.loc[0, "sex"] if isinstance(m.loc[0, "sex"], str) else "") == sex_out
+    assert (m.loc[0, "age_band"] if isinstance(m.loc[0, "age_band"], str) else "") == band
+    text = m.to_csv(index=False)
+    for secret in {SECRET_BIRTH, birth, study, age} - {None, ""}:
+        assert secret not in text
+
+
+def test_view_position_only_as_a_code(tmp_path):
+    root = tmp_path / "t"
+    root.mkdir()
+    for i, view in enumerate(["pa", "LL", "<script>", "AP ERECT SUPINE LONG"]):
+        ds = make_dataset(i)
+        ds.ViewPosition = view
+        ds.save_as(root / f"{i}.dcm", enforce_file_format=True)
+    views = index_tree(root, key=KEY).manifest["view_position"].fillna("")
+    assert views.tolist() == ["PA", "LL", "", ""]
+
+
+def test_series_columns_match_pydicom(tmp_path):
+    root = tmp_path / "t"
+    root.mkdir()
+    ds = make_dataset(0)
+    ds.InstanceNumber, ds.SliceThickness = 17, 1.25
+    ds.ImagePositionPatient = [-120.5, 80.0, 33.75]
+    ds.ImageOrientationPatient = [0, 1, 0, 0, 0, -1]  # sagittal: rows along y, columns down z
+    ds.save_as(root / "a.dcm", enforce_file_format=True)
+    make_dataset(1).save_as(root / "b.dcm", enforce_file_format=True)  # a radiograph: no geometry
+    m = index_tree(root, key=KEY).manifest.set_index("path")
+    full = pydicom.dcmread(root / "a.dcm")
+    # (0,1,0) x (0,0,-1) = (1*-1 - 0*0, 0*0 - 0*-1, 0*0 - 1*0) = (-1, 0, 0)
+    assert m.loc["a.dcm", "slice_position"] == pytest.approx(-float(full.ImagePositionPatient[0]))
+    assert (m.loc["a.dcm", "instance_number"], m.loc["a.dcm", "slice_thickness"]) == (17, 1.25)
+    assert m.loc["a.dcm", "series_id"] == KEY.pseudonym(full.SeriesInstanceUID, "series")
+    assert pd.isna(m.loc["b.dcm", "slice_position"]) and pd.isna(m.loc["b.dcm", "instance_number"])
+
+
+def test_header_declaring_a_huge_image_is_an_error_row(tmp_path):
+    from medrec.io.limits import Limits, use_limits
+
+    root = tmp_path / "t"
+    root.mkdir()
+    ds = make_dataset(0, size=64)
+    ds.save_as(root / "ok.dcm", enforce_file_format=True)
+    ds = make_dataset(1, size=64)
+    ds.compress(uid.RLELossless)
+    ds.Rows = ds.Columns = 46000  # a 758-byte file that would decode to 4 GB
+    ds.save_as(root / "bomb.dcm", enforce_file_format=True)
+    with use_limits(Limits()):
+        result = index_tree(root, key=KEY)
+    assert result.manifest["path"].tolist() == ["ok.dcm"]
+    assert result.errors["path"].tolist() == ["bomb.dcm"]
+    assert "46000 x 46000" in result.errors.loc[0, "reason"] and "io.max_pixels" in result.errors.loc[0, "reason"]
