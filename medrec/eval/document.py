@@ -88,6 +88,8 @@ def metrics_document(run: Run, ev: dict) -> dict:
         "notes": _notes(run, ev),
         "volatile_fields": sorted(volatile),
         "volatile": volatile,
+        # sections that exist only when configured, so other runs' metrics.json stay as they were
+        **{k: ev[k] for k in ("subgroups", "aggregate", "threshold_stability", "image_flow") if ev.get(k) is not None},
     }
 
 

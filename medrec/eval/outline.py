@@ -9,6 +9,7 @@ become markup in either format.
 from __future__ import annotations
 
 from medrec.eval.inputs import Run
+from medrec.eval.sections import subgroup_notes, subgroup_tables
 from medrec.eval.tables import (
     _threshold_text, calibration_rows, fold_rows, header_rows, label_rows, metric_rows, temperature_title,
 )
@@ -40,12 +41,27 @@ def report_blocks(run: Run, doc: dict, figure_names: list[str], cases: list[dict
     cal = calibration_rows(doc)
     if cal:
         blocks += [("h2", temperature_title(doc)), ("table", TEMPERATURE_HEAD, cal, 1)]
+    blocks += _subgroup_blocks(doc, figure_names)
     head, rows = fold_rows(doc)
     blocks += [("h2", "Per fold"), ("table", head, rows, 0)]
     if cases:
         blocks.append(("h2", "Worst errors at the operating point"))
         blocks += [("cases", section) for section in cases]
     blocks += [("h2", "Reproducibility"), ("p", reproducibility_text(doc))]
+    return blocks
+
+
+def _subgroup_blocks(doc: dict, figure_names: list[str]) -> list[Block]:
+    section = doc.get("subgroups")
+    if not section:
+        return []
+    blocks: list[Block] = [("h2", "Subgroups")] + [("note", n) for n in subgroup_notes(section)]
+    for label, head, rows in subgroup_tables(section):
+        if label and len(doc["labels"]) > 1:
+            blocks.append(("h3", label))
+        blocks.append(("table", head, rows, 2))
+    if "forest" in figure_names:
+        blocks.append(("figure", "forest", FIGURE_TITLES["forest"]))
     return blocks
 
 

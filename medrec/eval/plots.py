@@ -140,3 +140,35 @@ def confusion_figure(confusion: dict, task: str, names: tuple[str, ...]) -> byte
         ax.set_ylabel("true")
         ax.set_title(title)
     return _png(fig)
+
+
+def forest_figure(section: dict, label: str, overall: dict[str, float | None]) -> bytes | None:
+    """Forest plot of the subgroups: one panel per metric, one row per (column, value), the
+    value with its 95% CI; "too few" rows are named but not drawn. A dashed line marks the
+    whole data's value (`overall`, by metric)."""
+    groups = section["groups"]
+    metrics = [m for m in overall if any(m in (g.get("metrics") or {}).get(label, {}) for g in groups)]
+    if not metrics:
+        return None
+    fig, axes = _figure(len(metrics), size=(4.2, 0.9 + 0.32 * len(groups)))
+    names = [f"{g['column']} = {g['value']} (n={g['patients']})" for g in groups]
+    for ax, metric in zip(axes, metrics):
+        for i, g in enumerate(groups):
+            m = (g.get("metrics") or {}).get(label, {}).get(metric)
+            if g["too_few"] or m is None or m["value"] is None:
+                ax.text(0.5, i, "too few" if g["too_few"] else "undefined", ha="center", va="center",
+                        fontsize=7, color="grey")
+                continue
+            lo, hi = m["ci_low"], m["ci_high"]
+            if lo is not None:
+                ax.plot([lo, hi], [i, i], color="navy", lw=1.5)
+            ax.plot(m["value"], i, "s", color="navy", ms=5)
+        if overall[metric] is not None:
+            ax.axvline(overall[metric], ls="--", color="grey", lw=0.8)
+        ax.set_yticks(range(len(groups)), names if ax is axes[0] else [""] * len(groups), fontsize=7)
+        ax.set_ylim(len(groups) - 0.5, -0.5)
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_title(f"{label}: {metric}" if label else metric, fontsize=9)
+    width = fig.get_size_inches()[0]  # room for the row names: ~0.06 in per character at 7 pt
+    fig.subplots_adjust(left=min(0.45, (0.06 * max(len(n) for n in names) + 0.3) / width))
+    return _png(fig)

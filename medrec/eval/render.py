@@ -30,7 +30,7 @@ img.plot{max-width:100%;border:1px solid #eee}
 """
 # Text without a Markdown metacharacter (letters, digits, spaces, ordinary punctuation) is inert and
 # written as it is, so report.md stays readable; anything else goes through safetext.md.
-_INERT = re.compile(r"(?:[^\W_]|[ .,;:()%/×†–—'=+\-])*")
+_INERT = re.compile(r"(?:[^\W_]|(?<=[^\W_])_(?=[^\W_])|[ .,;:()%/×†–—−'=+\-])*")  # a_b: no emphasis
 _MARKUP_START = re.compile(r"\s*(?:[-+=]|\d+[.)](?:\s|$))")  # a list item or rule at the start of a line
 
 
@@ -87,18 +87,19 @@ def render_html(run: Run, doc: dict, figures: dict[str, bytes], cases: list[dict
 
 # ---------------------------------------------------------------- Markdown
 
-def _m(text) -> str:
+def _m(text, cell: bool = False) -> str:
     """Markdown-safe text on one line: inert text as it is, anything else escaped (safetext.md).
 
-    Bare URLs are escaped too (GitHub links "www." and "://" without any markup)."""
+    Bare URLs are escaped too (GitHub links "www." and "://" without any markup). In a table
+    `cell` a leading "+" or "-" is inert (cells hold inline content only, never a list)."""
     text = one_line(text)
-    inert = _INERT.fullmatch(text) and not _MARKUP_START.match(text)
+    inert = _INERT.fullmatch(text) and (cell or not _MARKUP_START.match(text))
     return text if inert and "://" not in text and "www." not in text.lower() else md(text)
 
 
 def _m_table(head: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(_m(x) for x in head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(_m(c) for c in r) + " |" for r in rows]
+    lines = ["| " + " | ".join(_m(x, cell=True) for x in head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(_m(c, cell=True) for c in r) + " |" for r in rows]
     return "\n".join(lines)
 
 

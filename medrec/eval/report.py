@@ -20,6 +20,7 @@ from medrec.eval.document import LEVEL, SCHEMA, dumps, json_ready, metrics_docum
 from medrec.eval.evaluate import evaluate
 from medrec.eval.inputs import Run, load_run, oof_from_table
 from medrec.eval.render import render_html, render_markdown
+from medrec.eval.subgroups import METRICS, headline_label, subgroup_analysis
 from medrec.eval.tables import preprocessing_text
 from medrec.eval.thumbnails import thumbnail, worst_cases
 
@@ -40,6 +41,7 @@ def build_report(run_dir: str | Path) -> dict:
     """
     run = load_run(run_dir)
     ev = evaluate(run.oof, run.cfg.eval)
+    ev["subgroups"] = subgroup_analysis(run, ev)
     doc = json_ready(metrics_document(run, ev))  # rounded as written; keeps the display order
     (run.dir / "metrics.json").write_text(dumps(doc))
     figures = make_figures(run, ev, doc)
@@ -67,4 +69,18 @@ def make_figures(run: Run, ev: dict, doc: dict) -> dict[str, bytes]:
     if rel is not None:
         figures["reliability"] = rel
     figures["confusion"] = plots.confusion_figure(ev["confusion"], oof.task, oof.names)
+    if doc.get("subgroups"):
+        forest = _forest(doc)
+        if forest is not None:
+            figures["forest"] = forest
     return figures
+
+
+def _forest(doc: dict) -> bytes | None:
+    """The subgroup forest plot of the first label, with the whole data's values as reference."""
+    label = headline_label(doc["subgroups"])
+    if label is None:
+        return None
+    source = doc["per_label"].get(label) or doc["metrics"]
+    overall = {m: (source.get(m) or {}).get("value") for m in METRICS[doc["task"]]}
+    return plots.forest_figure(doc["subgroups"], label, overall)

@@ -1,0 +1,50 @@
+"""Rows of the report's later sections: subgroups, patient/study aggregates, threshold stability,
+image flow. Plain text; the renderers escape it."""
+
+from __future__ import annotations
+
+from medrec.eval.tables import _fmt
+
+
+def _ci(m: dict | None, signed: bool = False) -> str:
+    """"0.812 (0.701–0.902)"; signed values carry + or −; "—" when undefined."""
+    if not m or m.get("value") is None:
+        return "—"
+    fmt = (lambda v: f"{v:+.3f}".replace("-", "−")) if signed else (lambda v: f"{v:.3f}")
+    ci = "" if m.get("ci_low") is None else f" ({fmt(m['ci_low'])} to {fmt(m['ci_high'])})"
+    return fmt(m["value"]) + ci
+
+
+def subgroup_tables(section: dict) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(label, head, rows) per label: one row per (column, value) with counts, prevalence, each
+    metric with its CI and the difference to the rest with its CI ("too few" below the minimum)."""
+    labels = list(dict.fromkeys(lab for g in section["groups"] for lab in (g.get("metrics") or {})))
+    metrics = list(dict.fromkeys(m for g in section["groups"] for ms in (g.get("metrics") or {}).values()
+                                 for m in ms))
+    out = []
+    for label in labels or [""]:
+        head = ["column", "value", "patients", "images", "prevalence"]
+        for m in metrics:
+            head += [f"{m} (95% CI)", f"Δ {m} vs rest (95% CI)"]
+        rows = []
+        for g in section["groups"]:
+            prev = g["prevalence"].get(label)  # None for "all classes" of a multiclass task
+            row = [g["column"], g["value"], str(g["patients"]), str(g["images"]), _fmt(prev)]
+            for m in metrics:
+                if g["too_few"]:
+                    row += ["too few", "—"]
+                    continue
+                entry = (g.get("metrics") or {}).get(label, {}).get(m)
+                row += [_ci(entry), _ci(entry.get("difference") if entry else None, signed=True)]
+            rows.append(row)
+        out.append((label, head, rows))
+    return out
+
+
+def subgroup_notes(section: dict) -> list[str]:
+    notes = [f"Per value of {', '.join(section['columns'])}: metrics at {section['operating_point']}; "
+             f"95% CIs from the same patient bootstrap; difference = {section['difference']}. Values with fewer "
+             f"than {section['min_patients']} patients are shown as 'too few'. A subgroup check is descriptive: "
+             "many comparisons, so an interval that excludes 0 by chance is expected now and then."]
+    notes += [f"Subgroup column '{col}' unavailable: {why}" for col, why in section["unavailable"].items()]
+    return notes
