@@ -1,4 +1,4 @@
-"""The parts of a run folder the review reads: run.json, config, predictions, CAM folders.
+"""The parts of a run folder the review reads (through medrec.runfolder), checked for serving.
 
 Everything here is untrusted input (a run folder may come from someone else): run.json's
 `data_root` decides which files the app may serve, so it is only taken when it is one of the
@@ -8,9 +8,7 @@ filesystem root, the home folder or a parent of the working directory.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -20,16 +18,16 @@ from typing import Any
 
 import pandas as pd
 
-from medrec.config import DataConfig, load_config
-from medrec.errors import CheckpointError, DataError, MedrecError
+from medrec import runfolder as rf
+from medrec.config import DataConfig
+from medrec.errors import DataError, MedrecError
 
 log = logging.getLogger(__name__)
 
-OOF_CSV = "oof_predictions.csv"
+OOF_CSV = rf.OOF_CSV
 RUN_CAMS = "cams"  # RUN/cams/<image_id>.npy: out-of-fold maps (medrec.explain RUN)
 PREDICT_CAMS = Path("predictions") / "cams"  # medrec.predict --cam --out RUN/predictions
-DEFAULT_THRESHOLD = 0.5
-MAX_RUN_JSON_BYTES = 16 << 20
+DEFAULT_THRESHOLD = rf.DEFAULT_THRESHOLD
 
 
 @dataclass(frozen=True)
@@ -47,8 +45,8 @@ class Folder:
 def read_folder(run_dir: str | Path, predictions: str | Path | None = None) -> Folder:
     """run.json, the predictions table and the checked data root of a run folder."""
     run_dir = Path(run_dir).resolve()
-    info = read_run_json(run_dir)
-    pred_path = Path(predictions).resolve() if predictions else run_dir / OOF_CSV
+    info = rf.read_info(run_dir)  # version-checked run.json
+    pred_path = Path(predictions).resolve() if predictions else rf.oof_path(run_dir)
     table, notes = read_predictions(pred_path, hint="pass --predictions FILE" if predictions is None else "check the path")
     data_cfg = data_config(run_dir)
     data_root, note = checked_data_root(info.get("data_root"), data_cfg)
@@ -59,23 +57,6 @@ def read_folder(run_dir: str | Path, predictions: str | Path | None = None) -> F
     else:
         cam_dirs = [run_dir / RUN_CAMS, run_dir / PREDICT_CAMS]
     return Folder(run_dir, info, table, pred_path, data_root, tuple(dict.fromkeys(cam_dirs)), data_cfg, tuple(notes))
-
-
-def read_run_json(run_dir: Path) -> dict[str, Any]:
-    run_json = run_dir / "run.json"
-    if not run_json.is_file():
-        raise CheckpointError(
-            f"{run_dir} is not a medrec run folder: run.json not found; pass the folder medrec.finetune wrote"
-        )
-    try:
-        if run_json.stat().st_size > MAX_RUN_JSON_BYTES:
-            raise ValueError(f"larger than {MAX_RUN_JSON_BYTES >> 20} MiB")
-        info = json.loads(run_json.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{run_json}: cannot read it as JSON: {exc}") from None
-    if not isinstance(info, dict):
-        raise CheckpointError(f"{run_json}: expected a JSON object, found {type(info).__name__}")
-    return info
 
 
 def read_predictions(path: Path, *, hint: str) -> tuple[pd.DataFrame, list[str]]:
@@ -98,11 +79,11 @@ def read_predictions(path: Path, *, hint: str) -> tuple[pd.DataFrame, list[str]]
 def data_config(run_dir: Path) -> DataConfig | None:
     """The run's data config (modality, CT windows, slice), or None: older runs and copied
     folders may lack config.yaml, and the review works without it (generic windows)."""
-    path = run_dir / "config.yaml"
+    path = rf.config_path(run_dir)
     if not path.is_file():
         return None
     try:
-        return load_config(path).data
+        return rf.read_config(run_dir).data
     except (MedrecError, OSError, ValueError) as exc:
         log.warning("%s: cannot read the run's config (%s); reviewing without its preprocessing", path, exc)
         return None
@@ -155,20 +136,6 @@ def checked_data_root(value: Any, cfg: DataConfig | None) -> tuple[Path | None, 
 
 
 def thresholds(info: Mapping[str, Any], task: str, targets: Sequence[str]) -> tuple[dict[str, float], str]:
-    """Per-target decision thresholds from run.json (a number, or one per label; a missing or
-    unusable label falls back to 0.5), and where they came from."""
-    thr = info.get("threshold")
-    if _usable(thr):
-        return {t: float(thr) for t in targets}, "run.json"
-    if isinstance(thr, Mapping) and thr:
-        out = {t: float(thr[t]) if _usable(thr.get(t)) else DEFAULT_THRESHOLD for t in targets}
-        missing = [t for t in targets if not _usable(thr.get(t))]
-        note = f"run.json (default {DEFAULT_THRESHOLD} for {', '.join(missing)})" if missing else "run.json"
-        return out, note
-    if task == "multiclass":
-        return {t: math.nan for t in targets}, "argmax (multiclass)"
-    return {t: DEFAULT_THRESHOLD for t in targets}, f"default {DEFAULT_THRESHOLD} (run.json has none)"
-
-
-def _usable(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1
+    """Per-target decision thresholds and where they came from: medrec.runfolder's one rule."""
+    thr = rf.thresholds(info, task, targets)
+    return dict(thr.values), thr.source

@@ -206,7 +206,7 @@ def test_agreement_tab_reports_cohens_kappa(app, run_dir: Path):
 
 
 def test_apps_entry_serves_the_same_page(monkeypatch: pytest.MonkeyPatch, run_dir: Path):
-    assert ENTRY.read_text().count("\n") <= 3 and "from medrec.review.app import main" in ENTRY.read_text()
+    assert ENTRY.read_text().count("\n") <= 4 and "from medrec.review.app import main" in ENTRY.read_text()
     monkeypatch.setenv("MEDREC_REVIEW_RUN", str(run_dir))
     at = AppTest.from_file(str(ENTRY), default_timeout=60).run()
     assert not at.exception and _current_case(at) == "img0" and len(at.image) == 1
