@@ -248,3 +248,42 @@ def test_ct_volume_run_shows_each_slice_through_the_runs_first_window(app, volum
     assert at.button(key="prev").disabled is False
     at.button(key="prev").click().run()  # the preset chosen stays for the next case
     assert _current_case(at) == "head-s1" and at.selectbox(key="preset").value == "subdural (80/200)"
+
+
+def test_agreement_tab_shows_progress_and_opens_each_disagreement(app, run_dir: Path):
+    from medrec.review.store import Verdict
+
+    store = VerdictStore(run_dir)
+    decisions = {"img0": "1", "img1": "0", "img2": "0", "img3": "1", "img4": "0", "img5": "1"}
+    votes = {  # ann and cid disagree with ben on img1 and img3; cid is unsure on img2 (asserts nothing)
+        "ann": {"img0": "agree", "img1": "agree", "img2": "agree", "img3": "agree"},
+        "ben": {"img0": "agree", "img1": "disagree", "img3": "disagree"},
+        "cid": {"img2": "unsure"},
+    }
+    for name, vs in votes.items():
+        for image_id, v in vs.items():
+            store.add(Verdict(image_id=image_id, reviewer=name, verdict=v, model_decision=decisions[image_id]))
+    at = app(run_dir, filter="false_negatives")  # a filter that hides img3
+    at.session_state["tab"] = "Agreement & export"
+    at.run()
+    progress = next(d.value for d in at.dataframe if "share" in d.value.columns)
+    n_cases = len(pd.read_csv(run_dir / "oof_predictions.csv"))
+    assert progress.set_index("reviewer")["reviewed"].to_dict() == {n: len(v) for n, v in votes.items()}
+    assert progress.set_index("reviewer")["share"].to_dict() == pytest.approx(
+        {n: len(v) / n_cases for n, v in votes.items()})
+    # By hand: a case is disputed when two reviewers' implied labels differ.
+    implied = {"agree": lambda d: d, "disagree": lambda d: "1" if d == "0" else "0"}
+    labels: dict[str, set] = {}
+    for vs in votes.values():
+        for image_id, v in vs.items():
+            if v in implied:
+                labels.setdefault(image_id, set()).add(implied[v](decisions[image_id]))
+    disputed = sorted(i for i, ls in labels.items() if len(ls) > 1)
+    assert disputed == ["img1", "img3"]
+    opens = [b for b in at.button if b.key.startswith("open_disagreement_")]
+    rows = [m.value for m in at.markdown if m.value.startswith("`img")]
+    assert len(opens) == len(disputed) and [r.split("`")[1] for r in rows] == disputed
+    assert any(h.startswith("##### Cases where reviewers disagree (2)") for h in (m.value for m in at.markdown))
+    opens[1].click().run()  # one click: the Review tab with img3, though the filter had hidden it
+    assert not at.exception and at.session_state["tab"] == "Review"
+    assert _current_case(at) == "img3"
