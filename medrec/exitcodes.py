@@ -20,6 +20,7 @@ import sys
 from collections.abc import Callable
 
 from medrec.errors import MedrecError
+from medrec.threads import prepare_openmp_env
 
 EXIT_OK = 0
 EXIT_ERROR = 2
@@ -34,6 +35,7 @@ def handle_errors(main: Main) -> Main:
 
     @functools.wraps(main)
     def wrapper(argv: list[str] | None = None) -> int:
+        prepare_openmp_env()  # before the command imports torch (medrec.threads)
         try:
             return main(argv)
         except MedrecError as exc:
