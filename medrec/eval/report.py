@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 
 from medrec.eval import plots
+from medrec.eval.aggregate import aggregate_results
 from medrec.eval.document import LEVEL, SCHEMA, dumps, json_ready, metrics_document
 from medrec.eval.evaluate import evaluate
 from medrec.eval.inputs import Run, load_run, oof_from_table
@@ -42,6 +43,7 @@ def build_report(run_dir: str | Path) -> dict:
     run = load_run(run_dir)
     ev = evaluate(run.oof, run.cfg.eval)
     ev["subgroups"] = subgroup_analysis(run, ev)
+    ev["aggregate"] = aggregate_results(run)
     doc = json_ready(metrics_document(run, ev))  # rounded as written; keeps the display order
     (run.dir / "metrics.json").write_text(dumps(doc))
     figures = make_figures(run, ev, doc)

@@ -48,3 +48,32 @@ def subgroup_notes(section: dict) -> list[str]:
              "many comparisons, so an interval that excludes 0 by chance is expected now and then."]
     notes += [f"Subgroup column '{col}' unavailable: {why}" for col, why in section["unavailable"].items()]
     return notes
+
+
+AGGREGATE_METRICS = ("auroc", "auprc", "sensitivity", "specificity", "balanced_accuracy", "auroc_macro",
+                     "sensitivity_macro", "specificity_macro")
+
+
+def aggregate_table(doc: dict) -> tuple[list[str], list[list[str]]]:
+    """Image-level metrics beside each aggregate (level × max/mean), value (95% CI) per cell."""
+    section = doc["aggregate"]
+    columns = [("image", doc["data"]["n_rows"], doc["metrics"])]
+    for level, res in section["levels"].items():
+        if "unavailable" in res:
+            continue
+        for how, r in res.items():
+            columns.append((f"{level} ({how})", r["n"], r["metrics"]))
+    names = [m for m in AGGREGATE_METRICS if m in doc["metrics"]]
+    head = ["metric"] + [f"{name}, n = {n}" for name, n, _ in columns]
+    rows = [[m] + [_ci(ms.get(m)) for _, _, ms in columns] for m in names]
+    return head, rows
+
+
+def aggregate_notes(doc: dict) -> list[str]:
+    section = doc["aggregate"]
+    notes = [f"Patient/study level: one score per patient (study) and repeat, the {section['how']['max']} (max) "
+             f"or the {section['how']['mean']} (mean); its label is positive when any image's is. Threshold "
+             f"{section['threshold']}; CIs resample patients. n counts rows of the first repeat."]
+    notes += [f"{level}-level results unavailable: {res['unavailable']}"
+              for level, res in section["levels"].items() if "unavailable" in res]
+    return notes
