@@ -150,36 +150,12 @@ def dicom_identifiers(path: str | Path) -> dict[str, str | None]:
     keywords = ["SpecificCharacterSet", *(keyword for _, keyword in _IDENTIFIER_FIELDS)]
     ds = _read_dataset(path, stop_before_pixels=True, specific_tags=keywords)
     try:
-        encodings = _encodings(ds)
-        return {key: _raw_text(ds, keyword, encodings) for key, keyword in _IDENTIFIER_FIELDS}
+        from medrec.privacy import read_identifiers  # the one decoder of identifier text (index, predict)
+
+        ids = read_identifiers(ds, tuple(keyword for _, keyword in _IDENTIFIER_FIELDS))
+        return {key: ids[keyword] for key, keyword in _IDENTIFIER_FIELDS}
     except Exception as exc:  # a damaged header; the message never quotes values
         raise DicomError(f"{path}: cannot read identifiers: {type(exc).__name__}") from exc
-
-
-def _encodings(ds: Any) -> list[str]:
-    """Python codecs for the file's SpecificCharacterSet (default: DICOM's ISO 646)."""
-    from pydicom.charset import convert_encodings
-
-    raw = _raw_text(ds, "SpecificCharacterSet", ["iso8859"])
-    terms = [t.strip() for t in raw.split("\\")] if raw else ["ISO_IR 6"]
-    try:
-        return convert_encodings(terms)
-    except Exception:  # unknown terms: latin-1 decodes any byte
-        return ["iso8859"]
-
-
-def _raw_text(ds: Any, keyword: str, encodings: list[str]) -> str | None:
-    """An element's text decoded from its raw bytes, padding stripped."""
-    from pydicom.charset import decode_bytes
-
-    if keyword not in ds:
-        return None
-    value = ds.get_item(keyword).value
-    if isinstance(value, bytes):
-        text = decode_bytes(value, encodings, set())
-    else:  # already converted (e.g. a dataset built in memory)
-        text = "\\".join(map(str, value)) if isinstance(value, list) else str(value or "")
-    return text.strip(" \x00") or None
 
 
 def _read_dataset(path: Path, **kwargs: Any) -> Any:
