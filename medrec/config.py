@@ -7,14 +7,15 @@ Each builder receives only its own section (`build_model(cfg.model)`, ...).
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from medrec.errors import ConfigError
+from medrec.config_tools import apply_overrides, format_error, parse_override  # noqa: F401
+
 # Augmentation sections live in medrec.config_augment; imported here so `medrec.config.X` keeps working.
 from medrec.config_augment import (  # noqa: F401
     AUGMENT_ORDER,
@@ -238,7 +239,9 @@ class TrainConfig(_Section):
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: Literal["none", "bf16", "fp16"] = "none"
     channels_last: bool = False
-    threads: int | None = None  # torch.set_num_threads; None leaves torch's default
+    # torch intra-op threads: auto = one per usable CPU, OpenMP waiting passively (medrec.threads, README
+    # "Threads"); a number pins it; null leaves torch's own default.
+    threads: int | Literal["auto"] | None = Field("auto", union_mode="left_to_right")
 
 
 class EvalConfig(_Section):
@@ -355,67 +358,6 @@ class ExperimentConfig(_Section):
         return self.model_dump(mode="json")
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """`train.epochs=2` -> (['train', 'epochs'], 2); the value is parsed as YAML."""
-    if "=" not in text:
-        raise ConfigError(f"--set '{text}' is not KEY=VALUE, e.g. --set train.epochs=2")
-    key, value = text.split("=", 1)
-    return key.strip().split("."), yaml.safe_load(value) if value.strip() else None
-
-
-def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Return a copy of `raw` with each dotted `KEY=VALUE` override applied."""
-    out = _deepcopy(raw)
-    for text in overrides:
-        path, value = parse_override(text)
-        node = out
-        for part in path[:-1]:
-            nxt = node.setdefault(part, {})
-            if not isinstance(nxt, dict):
-                raise ConfigError(f"--set {text}: '{part}' is a value, not a section")
-            node = nxt
-        node[path[-1]] = value
-    return out
-
-
-def _deepcopy(d: Any) -> Any:
-    if isinstance(d, dict):
-        return {k: _deepcopy(v) for k, v in d.items()}
-    if isinstance(d, list):
-        return [_deepcopy(v) for v in d]
-    return d
-
-
-def _model_at(path: tuple[Any, ...]) -> type[BaseModel] | None:
-    """The pydantic model class that holds the key at `path` (for 'valid keys' hints)."""
-    model: type[BaseModel] = ExperimentConfig
-    for part in path[:-1]:
-        field = model.model_fields.get(str(part))
-        ann = getattr(field, "annotation", None)
-        # `X | None` sections: the model class among the union's members
-        members = [a for a in (getattr(ann, "__args__", None) or (ann,)) if isinstance(a, type)]
-        models = [a for a in members if issubclass(a, BaseModel)]
-        if not models:
-            return None
-        model = models[0]
-    return model
-
-
-def _format_error(err: dict[str, Any]) -> str:
-    loc = tuple(err["loc"])
-    key = ".".join(str(p) for p in loc) or "<top level>"
-    if err["type"] == "extra_forbidden":
-        holder = _model_at(loc)
-        valid = sorted(holder.model_fields) if holder else []
-        near = difflib.get_close_matches(str(loc[-1]), valid, n=1)
-        hint = f" (did you mean '{near[0]}'?)" if near else ""
-        where = "section" if len(loc) == 1 else "key"
-        return f"unknown {where} '{key}'{hint}; valid: {', '.join(valid)}"
-    msg = err["msg"].removeprefix("Value error, ")
-    got = err.get("input")
-    return f"{key}: {msg}" if isinstance(got, dict) else f"{key}: {msg} (got {got!r})"
-
-
 def validate_config(raw: dict[str, Any], source: str = "<config>") -> ExperimentConfig:
     """Validate a raw mapping into an ExperimentConfig or raise ConfigError listing every problem."""
     if not isinstance(raw, dict):
@@ -423,7 +365,7 @@ def validate_config(raw: dict[str, Any], source: str = "<config>") -> Experiment
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
-        lines = [_format_error(e) for e in exc.errors()]
+        lines = [format_error(e, ExperimentConfig) for e in exc.errors()]
         raise ConfigError(f"{source}: invalid config:\n  " + "\n  ".join(lines)) from None
 
 

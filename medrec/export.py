@@ -29,9 +29,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from medrec import runfolder as rf
 from medrec.errors import ConfigError, MedrecError
 from medrec.exitcodes import handle_errors
 from medrec.fileio import atomic_write_bytes, atomic_write_json
+from medrec.runfolder import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -47,41 +49,32 @@ class ParityError(MedrecError):
     """The exported model's outputs differ from PyTorch's by more than the tolerance."""
 
 
-def load_fold(run_dir: str | Path, fold: str | int):
+def load_fold(run_dir: str | Path, fold: str | int) -> tuple[torch.nn.Module, Checkpoint]:
     """(network in eval mode, checkpoint) of one fold of a run."""
-    from medrec.predict import fold_checkpoints
-    from medrec.train.checkpoint import load_checkpoint, rebuild_model
-
-    _, path = fold_checkpoints(Path(run_dir), [str(fold)])[0]
-    ckpt = load_checkpoint(path)
-    return rebuild_model(ckpt).eval(), ckpt
+    _, path = rf.fold_checkpoints(Path(run_dir), [str(fold)])[0]
+    ckpt = rf.load_checkpoint(path)
+    return rf.model_from_checkpoint(ckpt), ckpt
 
 
-def metadata(run_dir: Path, ckpt: dict[str, Any], fold: str) -> dict[str, Any]:
+def metadata(run_dir: Path, ckpt: Checkpoint, fold: str) -> dict[str, Any]:
     """The JSON that travels with an exported network."""
-    from medrec.predict import run_threshold
-
-    cfg, task = ckpt["config"], ckpt["task"]
-    names = tuple(ckpt["label_names"])
-    threshold, source = run_threshold(run_dir, task, names, ckpt)
-    size, channels, d = int(cfg["data"]["image_size"]), int(cfg["model"]["in_channels"]), cfg["data"]
+    m = ckpt.meta
+    cfg, names = m.experiment_config(), tuple(m.label_names)
+    info = rf.read_info(run_dir) if (Path(run_dir) / rf.RUN_JSON).is_file() else {}
+    thr = rf.thresholds(info, m.task, names)
+    size, channels = cfg.data.image_size, cfg.model.in_channels
     return {
         "format": FORMAT, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "run_name": cfg.get("name"), "run_dir": str(run_dir), "fold": fold, "arch": cfg["model"]["arch"],
-        "task": task, "label_names": list(names), "num_outputs": int(ckpt["num_outputs"]),
+        "run_name": cfg.name, "run_dir": str(run_dir), "fold": fold, "arch": cfg.model.arch,
+        "task": m.task, "label_names": list(names), "num_outputs": int(m.num_outputs),
         "input": {"name": "image", "shape": ["batch", channels, size, size], "dtype": "float32", "layout": "NCHW",
                   "size": size, "channels": channels},
-        "output": {"name": "logits", "shape": ["batch", int(ckpt["num_outputs"])],
-                   "probabilities": "softmax over outputs" if task == "multiclass" else "sigmoid per output"},
-        "threshold": threshold, "threshold_source": source,
+        "output": {"name": "logits", "shape": ["batch", int(m.num_outputs)],
+                   "probabilities": "softmax over outputs" if m.task == "multiclass" else "sigmoid per output"},
+        "threshold": thr.for_task(m.task), "threshold_source": "argmax" if m.task == "multiclass" else thr.source,
         "decision": {"binary": "positive if sigmoid(logit) >= threshold", "multiclass": "arg-max class",
-                     "multilabel": "label positive if sigmoid(logit) >= threshold[label]"}[task],
-        "preprocessing": {"image_size": size, "modality": d.get("modality", "cxr"), "window": d["window"],
-                          "channels": d.get("channels"), "intensity": d.get("intensity"), "slice": d.get("slice"),
-                          "frame": d["frame"],
-                          "geometry": "longest side resized to image_size (area), padded to a square "
-                                      + ("with 0" if d.get("modality", "cxr") == "cxr" else "with the image minimum"),
-                          "normalization": ckpt["normalization"], "in_channels": channels},
+                     "multilabel": "label positive if sigmoid(logit) >= threshold[label]"}[m.task],
+        "preprocessing": rf.preprocessing_summary(cfg, m.normalization),
         "torch": torch.__version__,
     }
 

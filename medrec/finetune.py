@@ -13,7 +13,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from medrec.config import ExperimentConfig, load_config, save_config, validate_config
+from medrec.config import ExperimentConfig, load_config
 from medrec.errors import ConfigError
 from medrec.exitcodes import handle_errors
 
@@ -40,27 +40,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--resume", type=Path, metavar="RUN_DIR",
                    help="continue a killed run: finished folds are skipped, the current fold continues "
                         "from its last finished epoch")
+    p.add_argument("--allow-changed-data", action="store_true",
+                   help="with --resume: if the data changed since the run's splits were drawn, draw new splits "
+                        "into a new run folder (RUN_DIR-resplit-<timestamp>) instead of stopping")
     p.add_argument("--fold", type=int, help="train only this fold (repeat 0); merge later with --resume")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     args = p.parse_args(argv)
     if not args.config and not args.resume:
         p.error("give --config CONFIG.yaml, or --resume RUN_DIR")
+    if args.allow_changed_data and not args.resume:
+        p.error("--allow-changed-data goes with --resume RUN_DIR")
     return args
 
 
 def resolve_run(args: argparse.Namespace) -> tuple[ExperimentConfig, Path, Path]:
     """The validated config, the run folder and the folder relative paths are resolved against."""
     if args.resume:
-        run_dir = args.resume
-        saved = run_dir / "config.yaml"
-        if not saved.exists():
-            raise ConfigError(f"--resume {run_dir}: no config.yaml there; is it a medrec run folder?")
-        import yaml
+        from medrec import runfolder as rf
 
-        raw = yaml.safe_load(saved.read_text())
         if args.overrides:
             raise ConfigError("--set cannot change a run being resumed; start a new run instead")
-        return validate_config(raw, str(saved)), run_dir, Path.cwd()
+        return rf.read_config(args.resume), args.resume, Path.cwd()
     cfg = load_config(args.config, args.overrides)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir = args.out or Path(cfg.output_dir) / f"{cfg.name}-{stamp}"
@@ -126,19 +126,43 @@ def main(argv: list[str] | None = None) -> int:
     from medrec.train import cv
     from medrec.train import distributed as dist
 
+    from medrec.train.resume import DataChangedError
+
     device = dist.local_device(cfg.train.device)
     dist.init_from_env(device)
-    if dist.is_main():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-    dist.barrier()
+    _prepare_folder(cfg, run_dir)
     setup_logging(run_dir, dist.is_main())
-    info = cv.run(cfg, run_dir, base_dir=base_dir, only_fold=args.fold,
-                  progress=progress_factory(cfg, args.quiet or not dist.is_main()))
+    progress = progress_factory(cfg, args.quiet or not dist.is_main())
+    try:
+        info = cv.run(cfg, run_dir, base_dir=base_dir, only_fold=args.fold, progress=progress)
+    except DataChangedError as exc:
+        if not args.allow_changed_data:
+            raise
+        run_dir = run_dir.with_name(f"{run_dir.name}-resplit-{datetime.now().strftime('%Y%m%d-%H%M%S')}")
+        logging.getLogger(__name__).warning("%s\nDrawing new splits into %s (--allow-changed-data)", exc, run_dir)
+        _prepare_folder(cfg, run_dir)
+        info = cv.run(cfg, run_dir, base_dir=base_dir, only_fold=args.fold, progress=progress)
     if dist.is_main():
+        if info.get("status") == "complete":
+            from medrec.eval.report import build_report
+
+            info["metrics"] = build_report(run_dir)
+            from medrec.explain_run import cams_after_training  # RUN/cams: each OOF image's Grad-CAM
+
+            cams_after_training(run_dir, cfg.eval.cams)
         print(summary(run_dir, info))
     dist.shutdown()
     return 0
+
+
+def _prepare_folder(cfg: ExperimentConfig, run_dir: Path) -> None:
+    from medrec import runfolder as rf
+    from medrec.train import distributed as dist
+
+    if dist.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        rf.write_config(run_dir, cfg)
+    dist.barrier()
 
 
 if __name__ == "__main__":

@@ -139,7 +139,7 @@ def test_ct_channels_set_in_channels_and_a_mismatch_is_refused(tmp_path):
     assert cfg.model.in_channels == 3 and cfg.data.num_channels == 3
     two = load_config(write(tmp_path, "data:\n  modality: ct\n  channels: [brain, [300, 1500]]\n"))
     assert two.model.in_channels == 2
-    with pytest.raises(ConfigError, match="model.in_channels 1 does not match data.channels"):
+    with pytest.raises(ConfigError, match="model.in_channels 1 does not match the data.s 2 channels"):
         load_config(write(tmp_path, "data:\n  modality: ct\n  channels: [brain, subdural]\nmodel:\n  in_channels: 1\n"))
     with pytest.raises(ConfigError, match="needs data.channels"):
         load_config(write(tmp_path, "data:\n  modality: ct\n"))
@@ -159,3 +159,30 @@ def test_a_saved_config_resolves_the_same_augmentation(tmp_path):
     assert again.data.augment.resolved("cxr") == cfg.data.augment.resolved("cxr")
     assert cfg.data.augment.resolved("cxr")["contrast"].prob == 0.3
     assert again == cfg
+
+
+def test_dead_and_contradicting_keys_are_refused_with_the_fix():
+    from medrec.config import validate_config
+
+    with pytest.raises(ConfigError, match="num_classes.*derived from data.task"):
+        validate_config({"model": {"num_classes": 3}})
+    assert "num_classes" not in validate_config({"model": {"num_classes": None}}).to_dict()["model"]  # old saved configs
+    with pytest.raises(ConfigError, match="split_column.*repeats"):
+        validate_config({"cv": {"split_column": "fold", "repeats": 3}})
+    with pytest.raises(ConfigError, match="early_stopping.metric"):
+        validate_config({"train": {"early_stopping": {"metric": "aurco"}}})  # a typo fails before any work
+    loss = validate_config({"train": {"early_stopping": {"metric": "loss", "patience": 2}}}).train.early_stopping
+    assert loss.direction == "min" and loss.inner_fraction == 0.15
+    with pytest.raises(ConfigError, match="contradicts"):
+        validate_config({"train": {"early_stopping": {"metric": "loss", "mode": "max"}}})
+
+
+def test_names_come_from_one_torch_free_module():
+    import subprocess
+    import sys
+
+    from medrec import config, names
+
+    assert config.ARCHS == names.ARCHS and set(config.WINDOW_PRESETS) == set(names.WINDOW_PRESETS)
+    code = "import medrec.names, sys; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "False"

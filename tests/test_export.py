@@ -15,7 +15,8 @@ from medrec.config import ExperimentConfig
 from medrec.models.adapt import normalization
 from medrec.models.build import build_model
 from medrec.models.specs import get_spec
-from medrec.train.checkpoint import load_checkpoint, rebuild_model, save_checkpoint
+from medrec.models.build import rebuild_model
+from medrec.runfolder import Checkpoint, CheckpointMeta, load_checkpoint, save_checkpoint
 
 SIZES = {"resnet18": 64, "inception_v3": 80}  # Inception-v3 needs >= 75 px
 
@@ -52,11 +53,10 @@ def fake_run(root, arch: str, *, classes=("normal", "effusion", "nodule")):
         # the exporter; a wrong op or padding still differs by far more.
         model.get_submodule(spec.classifier).weight.mul_(0.1)
     model.eval()
-    save_checkpoint(root / "folds" / "fold_0" / "best.pt", {
-        "model": model.state_dict(), "optimizer": None, "scheduler": None, "scaler": None, "rng": None,
-        "epoch": 0, "fold": 0, "repeat": 0, "config": cfg.to_dict(), "arch": spec.to_dict(),
-        "normalization": {"mean": mean, "std": std}, "task": "multiclass", "label_names": list(classes),
-        "num_outputs": len(classes), "threshold": None, "provenance": provenance})
+    meta = CheckpointMeta(task="multiclass", label_names=list(classes), num_outputs=len(classes),
+                          normalization={"mean": mean, "std": std}, config=cfg.to_dict(), arch=spec.to_dict(),
+                          provenance=provenance, epoch=0)
+    save_checkpoint(root / "folds" / "fold_0" / "best.pt", Checkpoint(meta, model.state_dict()))
     (root / "run.json").write_text(json.dumps({"task": "multiclass", "label_names": list(classes), "threshold": None}))
     return root
 
@@ -64,10 +64,11 @@ def fake_run(root, arch: str, *, classes=("normal", "effusion", "nodule")):
 def reference(run, n: int, seed: int = 123):
     """Random inputs and the logits of the checkpoint's network rebuilt independently of medrec.export."""
     ckpt = load_checkpoint(run / "folds" / "fold_0" / "best.pt")
-    size = ckpt["config"]["data"]["image_size"]
+    size = ckpt.meta.config["data"]["image_size"]
     x = torch.randn(n, 1, size, size, generator=torch.Generator().manual_seed(seed))
     with torch.no_grad():
-        return x, rebuild_model(ckpt).eval()(x).numpy(), ckpt
+        model = rebuild_model(ckpt.meta.config["model"], ckpt.model, ckpt.meta.num_outputs).eval()
+        return x, model(x).numpy(), ckpt
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "inception_v3"])
@@ -86,7 +87,7 @@ def test_onnx_export_matches_pytorch_with_a_dynamic_batch(tmp_path, arch, capsys
     meta = json.loads((tmp_path / f"{arch}.onnx.json").read_text())
     embedded = {p.key: p.value for p in onnx.load(str(out)).metadata_props}
     assert json.loads(embedded["medrec"])["preprocessing"] == meta["preprocessing"]
-    assert meta["preprocessing"]["normalization"] == ckpt["normalization"]
+    assert meta["preprocessing"]["normalization"] == ckpt.meta.normalization
     assert meta["preprocessing"]["window"] == "lung"
     assert meta["input"]["shape"] == ["batch", 1, SIZES[arch], SIZES[arch]]
     assert meta["label_names"] == ["normal", "effusion", "nodule"] and meta["threshold"] is None
@@ -106,7 +107,7 @@ def test_torchscript_export_matches_pytorch(tmp_path):
         x, expected, ckpt = reference(run, n)
         with torch.no_grad():
             assert np.abs(module(x).numpy() - expected).max() < 1e-4
-    assert json.loads(files["medrec.json"])["preprocessing"]["normalization"] == ckpt["normalization"]
+    assert json.loads(files["medrec.json"])["preprocessing"]["normalization"] == ckpt.meta.normalization
     assert (tmp_path / "model.pt.json").is_file()
 
 

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
 
 from medrec.config import CVConfig
 from medrec.errors import ConfigError, LeakageError
@@ -38,7 +37,8 @@ def stratification_labels(labels: np.ndarray, task: str) -> np.ndarray:
 
 
 def make_splits(table: pd.DataFrame, labels: np.ndarray, task: str, cfg: CVConfig, seed: int) -> list[Split]:
-    """Folds for cross-validation, or the fixed split named by `cfg.split_column`.
+    """Folds for cross-validation (patient-grouped, stratified: `grouped_assignment`), or the fixed
+    split named by `cfg.split_column`. Repeat r uses seed + r, so repeats differ.
 
     Rows of the held-out test set (see `holdout_mask`) must be removed before calling this.
     """
@@ -49,12 +49,85 @@ def make_splits(table: pd.DataFrame, labels: np.ndarray, task: str, cfg: CVConfi
     n_groups = len(np.unique(groups))
     if n_groups < cfg.folds:
         raise ConfigError(f"cv.folds={cfg.folds} but the data has only {n_groups} patients; lower cv.folds")
-    splits = []
+    splits, idx = [], np.arange(len(table))
     for r in range(cfg.repeats):
-        sgkf = StratifiedGroupKFold(n_splits=cfg.folds, shuffle=True, random_state=seed + r)
-        for k, (tr, va) in enumerate(sgkf.split(np.zeros(len(strata)), strata, groups)):
-            splits.append(Split(k, r, np.sort(tr), np.sort(va)))
+        fold_of = grouped_assignment(groups, strata, [1.0] * cfg.folds, seed + r)
+        splits += [Split(k, r, idx[fold_of != k], idx[fold_of == k]) for k in range(cfg.folds)]
     return splits
+
+
+def grouped_assignment(groups: np.ndarray, strata: np.ndarray, fractions: list[float], seed: int,
+                       *, restarts: int = 16) -> np.ndarray:
+    """Assign every row to a bin (0..len(fractions)-1), whole groups at a time, stratified.
+
+    Greedy: groups are visited roughly largest first (sizes jittered by a seeded random factor in
+    [0.5, 1.5]) and each joins the bin where it most reduces the squared deviation from that bin's
+    target share of every stratum and of the row count; of `restarts` seeded orders the one with
+    the smallest deviation wins. Unlike sklearn's StratifiedGroupKFold(shuffle=True), which sorts
+    groups by their class spread and shuffles only among identical ones, the seed changes the
+    partition even when every patient has a different number of images.
+
+    Returns:
+        (n_rows,) bin index per row.
+    """
+    rng = np.random.default_rng(seed)
+    uniq, inverse = np.unique(np.asarray(groups).astype(str), return_inverse=True)
+    codes = np.unique(strata, return_inverse=True)[1]
+    # per group: count of rows in each stratum, plus its row count (balances the bin sizes too)
+    counts = np.zeros((len(uniq), codes.max() + 2))
+    np.add.at(counts, (inverse, codes), 1.0)
+    counts[:, -1] = counts[:, :-1].sum(axis=1)
+    share = np.asarray(fractions, dtype=float) / float(np.sum(fractions))
+    target = share[:, None] * counts.sum(axis=0)[None, :]  # (bins, strata + 1)
+    best, best_cost = None, np.inf
+    for _ in range(restarts):
+        order = np.argsort(-counts[:, -1] * rng.uniform(0.5, 1.5, len(uniq)), kind="stable")
+        where, cost = _greedy(counts, order, share, target, rng)
+        if cost < best_cost:
+            best, best_cost = where, cost
+    _fill_empty_bins(best, len(share), rng)
+    return best[inverse]
+
+
+def _greedy(counts: np.ndarray, order: np.ndarray, share: np.ndarray, target: np.ndarray,
+            rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    filled = np.zeros_like(target)
+    where = np.empty(len(counts), dtype=int)
+    for g in order:
+        c = counts[g]
+        # increase of sum_j (filled_bj - target_bj)^2 / share_b when group g joins bin b
+        delta = ((2 * c * (filled - target) + c * c) / share[:, None]).sum(axis=1)
+        ties = np.flatnonzero(np.isclose(delta, delta.min()))
+        b = ties[rng.integers(len(ties))]
+        filled[b] += c
+        where[g] = b
+    return where, float((((filled - target) ** 2) / share[:, None]).sum())
+
+
+def _fill_empty_bins(where: np.ndarray, n_bins: int, rng: np.random.Generator) -> None:
+    """A bin left empty (few, large groups) takes a random group from the fullest bin."""
+    for b in range(n_bins):
+        if not (where == b).any():
+            donor = np.bincount(where, minlength=n_bins).argmax()
+            if (where == donor).sum() > 1:
+                where[rng.choice(np.flatnonzero(where == donor))] = b
+
+
+def inner_split(table: pd.DataFrame, labels: np.ndarray, task: str, fraction: float,
+                seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, select) positions into `table`: a patient-grouped, stratified inner split whose
+    `select` part (about `fraction` of the rows) chooses the epoch for early stopping.
+
+    Raises:
+        ConfigError: the training fold has fewer than two patients.
+    """
+    groups = table["patient_id"].to_numpy()
+    if len(np.unique(groups)) < 2:
+        raise ConfigError("early stopping needs at least two patients in each training fold for its inner "
+                          "split; lower cv.folds or turn early stopping off (train.early_stopping.patience: null)")
+    where = grouped_assignment(groups, stratification_labels(labels, task), [fraction, 1 - fraction], seed)
+    idx = np.arange(len(table))
+    return idx[where == 1], idx[where == 0]
 
 
 def fixed_splits(table: pd.DataFrame, column: str) -> list[Split]:
@@ -76,15 +149,13 @@ def fixed_splits(table: pd.DataFrame, column: str) -> list[Split]:
 
 
 def holdout_mask(table: pd.DataFrame, labels: np.ndarray, task: str, fraction: float, seed: int) -> np.ndarray:
-    """Boolean mask of a patient-disjoint, stratified held-out test set of about `fraction`."""
+    """Boolean mask of a patient-disjoint, stratified held-out test set of `fraction` of the images
+    (to within about one patient), different for every seed."""
     if fraction <= 0:
         return np.zeros(len(table), dtype=bool)
-    n_splits = max(2, round(1 / fraction))
-    sgkf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed + 10_000)
-    _, test = next(sgkf.split(np.zeros(len(table)), stratification_labels(labels, task), table["patient_id"]))
-    mask = np.zeros(len(table), dtype=bool)
-    mask[test] = True
-    return mask
+    where = grouped_assignment(table["patient_id"].to_numpy(), stratification_labels(labels, task),
+                               [fraction, 1 - fraction], seed + 10_000)
+    return where == 0
 
 
 def assert_no_patient_overlap(patients: np.ndarray, splits: list[Split], test_mask: np.ndarray | None = None) -> None:
@@ -108,6 +179,8 @@ def assert_no_patient_overlap(patients: np.ndarray, splits: list[Split], test_ma
             if other != s.fold:
                 raise LeakageError(f"repeat {s.repeat}: patient {p} is in the validation sets of folds {other} and {s.fold}")
     if test_mask is not None and test_mask.any():
-        both = np.intersect1d(patients[test_mask], patients[~test_mask])
+        # against the rows the folds use: an unreadable image (in neither) is no leak
+        used = np.unique(np.concatenate([np.concatenate([s.train, s.val]) for s in splits])) if splits else []
+        both = np.intersect1d(patients[test_mask], patients[used])
         if len(both):
             raise LeakageError(f"{len(both)} patient(s) in both the held-out test set and the CV data (e.g. {both[0]})")

@@ -55,6 +55,21 @@ def normalization(spec: ArchSpec, in_channels: int) -> tuple[list[float], list[f
     return [spec.mean[j % n] for j in range(in_channels)], [spec.std[j % n] for j in range(in_channels)]
 
 
+def input_normalization(cfg) -> tuple[list[float], list[float]]:
+    """Per-channel (mean, std) the network's inputs are normalised with, for an ExperimentConfig.
+
+    The pretrained network's statistics (`normalization`) for images in [0, 1]; an MRI already
+    z-scored per image is fed as is (mean 0, std 1).
+    """
+    from medrec.models.specs import get_spec
+
+    k = cfg.model.in_channels
+    if cfg.data.modality == "mri" and cfg.data.intensity == "zscore":
+        return [0.0] * k, [1.0] * k
+    mean, std = normalization(get_spec(cfg.model.arch), k)
+    return list(mean), list(std)
+
+
 def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
     parent, _, attr = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, attr, module)

@@ -168,9 +168,12 @@ def split_outputs(out: Any) -> tuple[torch.Tensor, list[torch.Tensor]]:
 
 
 def combined_loss(criterion: Any, out: Any, target: torch.Tensor, aux_weight: float) -> torch.Tensor:
-    """criterion(logits) + aux_weight * criterion(aux) summed over the aux heads present."""
+    """criterion(logits) + aux_weight * the sum of criterion(aux) over the aux heads present.
+
+    The training loop's loss: logits are cast to float32 first (autocast may give bf16/fp16).
+    """
     logits, aux = split_outputs(out)
-    loss = criterion(logits, target)
-    for a in aux:
-        loss = loss + aux_weight * criterion(a, target)
+    loss = criterion(logits.float(), target)
+    if aux:
+        loss = loss + aux_weight * sum(criterion(a.float(), target) for a in aux)
     return loss

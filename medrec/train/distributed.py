@@ -56,15 +56,6 @@ def barrier() -> None:
         tdist.barrier()
 
 
-def gather_objects(obj):
-    """Every rank's `obj`, in rank order (a list of one outside torchrun)."""
-    if not tdist.is_initialized():
-        return [obj]
-    out = [None] * world_size()
-    tdist.all_gather_object(out, obj)
-    return out
-
-
 def shutdown() -> None:
     if tdist.is_initialized():
         tdist.destroy_process_group()

@@ -1,4 +1,10 @@
-"""Training of one cross-validation fold, resumable at every finished epoch."""
+"""Training of one cross-validation fold, resumable at every finished epoch.
+
+Model selection: with early stopping (`train.early_stopping.patience`), the epoch is chosen on an
+inner, patient-grouped split of the training fold (`inner_fraction` of its patients, never the
+fold whose out-of-fold predictions are reported); the network trains on the rest. Without early
+stopping the last epoch is reported and the per-epoch validation numbers are for display only.
+"""
 
 from __future__ import annotations
 
@@ -16,20 +22,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from monai.data import DataLoader
-from torch.utils.data import DistributedSampler, RandomSampler, WeightedRandomSampler
 
+from medrec import runfolder as rf
 from medrec.config import ExperimentConfig
-from medrec.data.augment import batch_augment
 from medrec.data.datasets import FoldDataset
 from medrec.data.manifest import Manifest
-from medrec.data.splits import Split
+from medrec.data.splits import Split, inner_split
 from medrec.data.transforms import eval_transforms, train_transforms
-from medrec.train import distributed as dist
 from medrec.fileio import atomic_write_text
-from medrec.train.checkpoint import load_checkpoint, rng_state, save_checkpoint
+from medrec.runfolder import Checkpoint, CheckpointMeta
+from medrec.train import distributed as dist
+from medrec.train.checkpoint import rng_state
+from medrec.train.loader import TrainLoader, eval_loader, sample_weights
 from medrec.train.loop import TaskLoss, evaluate, train_one_epoch
-from medrec.train.monitor import epoch_metric
+from medrec.train.monitor import Trackers, epoch_metric
+from medrec.train.state import FoldState
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +55,26 @@ class FoldContext:
     provenance: dict[str, Any]
     model_cfg: Any = None  # cfg.model with the weights already resolved (no repeated lookups per fold)
     progress: Any = None  # callable(fold_label, epoch, n_batches) -> tqdm-like or None
-    extra: dict[str, Any] = field(default_factory=dict)
+    trackers: Trackers = field(default_factory=Trackers)
+
+
+@dataclass
+class FoldParts:
+    """The objects one fold trains with."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    loss_fn: TaskLoss
+    scaler: Any  # torch.amp.GradScaler for fp16 on CUDA, else None
+    train: TrainLoader
+    val_loader: Any  # the reported fold
+    select_loader: Any  # the inner selection split (early stopping), else None
+    selection: dict[str, Any]  # how the reported epoch is chosen, for run.json and the report
 
 
 def fold_dir(run_dir: Path, split: Split) -> Path:
-    name = f"fold_{split.fold}" if split.repeat == 0 else f"repeat_{split.repeat}_fold_{split.fold}"
-    return run_dir / "folds" / name
+    return rf.fold_dir(run_dir, split.fold, split.repeat)
 
 
 def derived_seed(*parts: int) -> int:
@@ -68,34 +89,30 @@ def seed_everything(seed: int) -> None:
 
 
 def is_fold_done(run_dir: Path, split: Split) -> bool:
-    return (fold_dir(run_dir, split) / "oof.csv").exists()
+    return rf.is_fold_done(run_dir, split.fold, split.repeat)
 
 
 def train_fold(ctx: FoldContext, split: Split) -> pd.DataFrame:
     """Train one fold (resuming from its last finished epoch) and return its out-of-fold rows."""
     cfg, out = ctx.cfg, fold_dir(ctx.run_dir, split)
     seed_everything(derived_seed(cfg.seed, split.repeat, split.fold))
-    model, optimizer, scheduler, loss_fn, train_ds, val_loader = _setup(ctx, split)
-    # fp16 autocast needs loss scaling on CUDA; bf16 and fp32 do not.
-    use_scaler = cfg.train.amp == "fp16" and ctx.device.type == "cuda"
-    ctx.extra["scaler"] = torch.amp.GradScaler("cuda") if use_scaler else None
-    state = {"epoch": -1, "history": [], "best": None, "best_epoch": -1, "bad_epochs": 0}
-    last = out / "last.pt"
-    if last.exists():
-        state = _restore(last, model, optimizer, scheduler, ctx.extra["scaler"])
-        log.info("fold %d: resuming after epoch %d", split.fold, state["epoch"] + 1)
-    for epoch in range(state["epoch"] + 1, cfg.train.epochs):
-        if _early_stopped(cfg, state):
+    parts = _setup(ctx, split)
+    state = FoldState()
+    if (out / rf.LAST_PT).exists():
+        state = _restore(out / rf.LAST_PT, parts)
+        log.info("fold %d: resuming after epoch %d", split.fold, state.epoch + 1)
+    for epoch in range(state.epoch + 1, cfg.train.epochs):
+        if state.stopped(cfg.train.early_stopping.patience):
             break
-        _run_epoch(ctx, split, epoch, model, optimizer, scheduler, loss_fn, train_ds, val_loader, state)
-        _save_epoch(ctx, split, out, model, optimizer, scheduler, state)
+        _run_epoch(ctx, split, parts, state, epoch)
+        _save_epoch(ctx, split, parts, state)
         # Logged only once the checkpoint is on disk: a logged epoch is never trained twice.
         log.info("fold %d epoch %d done: %s", split.fold, epoch + 1,
-                 ", ".join(f"{k}={v:.4g}" for k, v in state["history"][-1].items() if k != "epoch"))
-    return _finish_fold(ctx, split, out, model, loss_fn, val_loader, state)
+                 ", ".join(f"{k}={v:.4g}" for k, v in state.history[-1].items() if isinstance(v, float)))
+    return _finish_fold(ctx, split, parts, state)
 
 
-def _setup(ctx: FoldContext, split: Split):
+def _setup(ctx: FoldContext, split: Split) -> FoldParts:
     from medrec.models.build import build_model
     from medrec.models.freeze import param_groups
 
@@ -105,23 +122,46 @@ def _setup(ctx: FoldContext, split: Split):
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = dist.wrap_model(model, ctx.device)
+    train_rows, select_rows, selection = _selection_split(ctx, split)
     labels = ctx.manifest.labels
-    loss_fn = _make_loss(cfg, labels[split.train], ctx.device)
-    train_ds = FoldDataset(ctx.base, split.train, train_transforms(cfg.data, ctx.norm["mean"], ctx.norm["std"],
-                                                                   cfg.model.in_channels))
-    val_ds = FoldDataset(ctx.base, split.val, eval_transforms(cfg.data, ctx.norm["mean"], ctx.norm["std"],
-                                                              cfg.model.in_channels))
-    val_loader = DataLoader(val_ds, batch_size=cfg.train.batch_size, shuffle=False, **_loader_kwargs(cfg))
+    loss_fn = _make_loss(cfg, labels[train_rows], ctx.device)
+    train_ds = FoldDataset(ctx.base, train_rows, train_transforms(cfg.data, ctx.norm["mean"], ctx.norm["std"],
+                                                                  cfg.model.in_channels))
+    weights = sample_weights(cfg, labels[train_rows]) if cfg.train.class_weighting == "sampler" else None
     optimizer = _make_optimizer(cfg, param_groups(dist.unwrap(model), cfg.model, cfg.train.lr))
     steps = math.ceil(len(train_ds) / dist.world_size() / cfg.train.batch_size)
-    scheduler = _make_scheduler(cfg, optimizer, steps)
-    return model, optimizer, scheduler, loss_fn, train_ds, val_loader
+    # fp16 autocast needs loss scaling on CUDA; bf16 and fp32 do not.
+    use_scaler = cfg.train.amp == "fp16" and ctx.device.type == "cuda"
+    return FoldParts(model, optimizer, _make_scheduler(cfg, optimizer, steps), loss_fn,
+                     torch.amp.GradScaler("cuda") if use_scaler else None, TrainLoader(cfg, train_ds, weights),
+                     _eval_loader(ctx, split.val), _eval_loader(ctx, select_rows) if len(select_rows) else None,
+                     selection)
 
 
-def _loader_kwargs(cfg: ExperimentConfig) -> dict:
-    nw = cfg.data.num_workers
-    return {"num_workers": nw, "pin_memory": cfg.data.pin_memory,
-            "persistent_workers": cfg.data.persistent_workers and nw > 0}
+def _eval_loader(ctx: FoldContext, rows: np.ndarray):
+    cfg = ctx.cfg
+    tf = eval_transforms(cfg.data, ctx.norm["mean"], ctx.norm["std"], cfg.model.in_channels)
+    return eval_loader(FoldDataset(ctx.base, rows, tf), cfg)
+
+
+def _selection_split(ctx: FoldContext, split: Split) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """(rows to train on, inner rows to choose the epoch on, how the epoch is chosen)."""
+    es = ctx.cfg.train.early_stopping
+    if es.patience is None:
+        return split.train, np.array([], dtype=int), {
+            "rule": "last epoch", "monitored_on": None,
+            "note": "no early stopping: the last epoch is reported; validation numbers per epoch are display only"}
+    t = ctx.manifest.table
+    seed = derived_seed(ctx.cfg.seed, split.repeat, split.fold, 77)
+    inner_train, inner_val = inner_split(t.iloc[split.train], ctx.manifest.labels[split.train], ctx.cfg.data.task,
+                                         es.inner_fraction, seed)
+    rows_train, rows_val = split.train[inner_train], split.train[inner_val]
+    return rows_train, rows_val, {
+        "rule": f"best {es.metric} ({es.direction}) with patience {es.patience}", "monitored_on": "inner",
+        "inner_fraction": es.inner_fraction, "n_inner_train": int(len(rows_train)), "n_inner_val": int(len(rows_val)),
+        "inner_patients": int(t["patient_id"].iloc[rows_val].nunique()),
+        "note": "epoch chosen on a patient-grouped inner split of the training fold; the network trains on the "
+                "rest; the reported fold is never seen before its out-of-fold predictions"}
 
 
 def _make_loss(cfg: ExperimentConfig, train_labels: np.ndarray, device: torch.device) -> TaskLoss:
@@ -165,75 +205,45 @@ def _make_scheduler(cfg: ExperimentConfig, optimizer, steps_per_epoch: int):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _train_loader(ctx: FoldContext, train_ds: FoldDataset, epoch_seed: int) -> DataLoader:
-    """A loader whose order and augmentations depend only on the epoch seed (exact resume)."""
-    cfg = ctx.cfg
-    gen = torch.Generator().manual_seed(epoch_seed)
-    if dist.world_size() > 1:
-        sampler = DistributedSampler(train_ds, shuffle=True, seed=epoch_seed, drop_last=True)
-    elif cfg.train.class_weighting == "sampler":
-        sampler = WeightedRandomSampler(_sample_weights(ctx, train_ds), len(train_ds), replacement=True,
-                                        generator=gen)
-    else:
-        sampler = RandomSampler(train_ds, generator=gen)
-    if isinstance(sampler, DistributedSampler):  # its order depends only on the seed: safe to record
-        ctx.extra.setdefault("seen", []).append([int(train_ds.indices[i]) for i in sampler])
-    # MONAI's DataLoader seeds the random transforms from `generator` (workers or not).
-    collate = batch_augment(cfg.data, epoch_seed)
-    extra = {"collate_fn": collate} if collate is not None else {}
-    return DataLoader(train_ds, batch_size=cfg.train.batch_size, sampler=sampler, generator=gen,
-                      drop_last=len(train_ds) > cfg.train.batch_size, **_loader_kwargs(cfg), **extra)
-
-
-def _sample_weights(ctx: FoldContext, train_ds: FoldDataset) -> torch.Tensor:
-    labels = ctx.manifest.labels[train_ds.indices]
-    if ctx.cfg.data.task == "multiclass":
-        key = labels
-    else:  # first label decides the stratum for the sampler; NaN counts as negative
-        key = np.nan_to_num(labels.reshape(len(labels), -1)[:, 0]).astype(int)
-    counts = np.bincount(key)
-    return torch.as_tensor(1.0 / counts[key], dtype=torch.double)
-
-
-def _run_epoch(ctx, split, epoch, model, optimizer, scheduler, loss_fn, train_ds, val_loader, state) -> None:
+def _run_epoch(ctx: FoldContext, split: Split, parts: FoldParts, state: FoldState, epoch: int) -> None:
     from medrec.models.freeze import apply_freeze
 
     cfg = ctx.cfg
     seed = derived_seed(cfg.seed, split.repeat, split.fold, epoch)
     seed_everything(seed)
-    apply_freeze(dist.unwrap(model), cfg.model, epoch)
-    loader = _train_loader(ctx, train_ds, seed)
-    bar = ctx.progress(split, epoch, len(loader)) if ctx.progress else None
+    apply_freeze(dist.unwrap(parts.model), cfg.model, epoch)
+    parts.train.reseed(seed)
+    if dist.world_size() > 1:  # the order depends only on the seed: safe to record
+        state.seen.append(parts.train.order())
+    bar = ctx.progress(split, epoch, len(parts.train)) if ctx.progress else None
     on_batch = (lambda loss, lr, ips: (bar.update(1), bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}",
                                                                        img_s=f"{ips:.0f}"))) if bar else None
-    stats = train_one_epoch(model, loader, optimizer, scheduler, loss_fn, cfg.train, device=ctx.device,
-                            aux_weight=cfg.model.aux_weight, scaler=ctx.extra.get("scaler"), on_batch=on_batch)
+    stats = train_one_epoch(parts.model, parts.train, parts.optimizer, parts.scheduler, parts.loss_fn, cfg.train,
+                            device=ctx.device, aux_weight=cfg.model.aux_weight, scaler=parts.scaler,
+                            on_batch=on_batch)
     if bar:
         bar.close()
-    dist.sync_buffers(model)
-    precise_bn(ctx, model, train_ds.indices)
-    val = _evaluate_all(ctx, model, loss_fn, val_loader)
-    metric = epoch_metric(val["labels"], val["scores"], cfg.data.task, cfg.train.early_stopping.metric,
-                          val_loss=val["loss"])
-    row = {"epoch": epoch, "train_loss": stats["loss"], "val_loss": val["loss"],
-           f"val_{cfg.train.early_stopping.metric}": metric, "lr": stats["lr"], "images_per_s": stats["images_per_s"],
-           "seconds": stats["seconds"]}
-    state["history"].append(row)
-    _update_best(cfg, state, epoch, metric, model)
-    state["epoch"] = epoch
-    _log_scalars(ctx, split, row)
+    dist.sync_buffers(parts.model)
+    precise_bn(ctx, parts.model, parts.train.ds.indices)
+    row, metric = _epoch_row(ctx, parts, epoch, stats)
+    state.history.append(row)
+    state.update_best(epoch, metric, cfg.train.early_stopping,
+                      weights=lambda: {k: v.detach().clone() for k, v in dist.unwrap(parts.model).state_dict().items()})
+    state.epoch = epoch
+    ctx.trackers.log_scalars(split.fold, row)
 
 
-def _log_scalars(ctx: FoldContext, split: Split, row: dict) -> None:
-    """Per-epoch numbers to TensorBoard and, when configured, MLflow (history.csv is always written)."""
-    scalars = {f"fold_{split.fold}/{k}": float(v) for k, v in row.items() if k != "epoch"}
-    if ctx.extra.get("tb") is not None:
-        for k, v in scalars.items():
-            ctx.extra["tb"].add_scalar(k, v, row["epoch"])
-    if ctx.extra.get("mlflow") is not None:
-        import mlflow
-
-        mlflow.log_metrics({k.replace("/", "."): v for k, v in scalars.items()}, step=row["epoch"])
+def _epoch_row(ctx: FoldContext, parts: FoldParts, epoch: int, stats: dict) -> tuple[dict, float]:
+    """history.csv row: the monitored numbers come from the inner split when there is one."""
+    cfg, name = ctx.cfg, ctx.cfg.train.early_stopping.metric
+    loader = parts.select_loader if parts.select_loader is not None else parts.val_loader
+    val = _evaluate_all(ctx, parts.model, parts.loss_fn, loader)
+    metric = epoch_metric(val["labels"], val["scores"], cfg.data.task, name, val_loss=val["loss"])
+    row = {"epoch": epoch, "train_loss": stats["loss"], "val_loss": val["loss"], f"val_{name}": metric,
+           "lr": stats["lr"], "images_per_s": stats["images_per_s"], "seconds": stats["seconds"]}
+    if parts.select_loader is not None:
+        row["monitored_on"] = "inner"
+    return row, metric
 
 
 def precise_bn(ctx: FoldContext, model, train_indices: np.ndarray) -> None:
@@ -251,9 +261,7 @@ def precise_bn(ctx: FoldContext, model, train_indices: np.ndarray) -> None:
            and any(p.requires_grad for p in m.parameters(recurse=False))]
     if n_batches == 0 or not bns:
         return
-    ds = FoldDataset(ctx.base, np.sort(train_indices),
-                     eval_transforms(cfg.data, ctx.norm["mean"], ctx.norm["std"], cfg.model.in_channels))
-    loader = DataLoader(ds, batch_size=cfg.train.batch_size, shuffle=False, **_loader_kwargs(cfg))
+    loader = _eval_loader(ctx, np.sort(train_indices))
     momenta = [m.momentum for m in bns]
     for m in bns:
         m.reset_running_stats()
@@ -270,65 +278,47 @@ def precise_bn(ctx: FoldContext, model, train_indices: np.ndarray) -> None:
     net.eval()
 
 
-def _evaluate_all(ctx, model, loss_fn, loader) -> dict:
-    res = evaluate(dist.unwrap(model), loader, loss_fn, device=ctx.device, task=ctx.cfg.data.task,
-                   amp=ctx.cfg.train.amp, channels_last=ctx.cfg.train.channels_last)
-    return res
+def _evaluate_all(ctx: FoldContext, model, loss_fn, loader) -> dict:
+    return evaluate(dist.unwrap(model), loader, loss_fn, device=ctx.device, task=ctx.cfg.data.task,
+                    amp=ctx.cfg.train.amp, channels_last=ctx.cfg.train.channels_last)
 
 
-def _update_best(cfg: ExperimentConfig, state: dict, epoch: int, metric: float, model) -> None:
-    es = cfg.train.early_stopping
-    better = state["best"] is None or (not np.isnan(metric) and (
-        metric > state["best"] if es.mode == "max" else metric < state["best"]))
-    if better:
-        state["best"], state["best_epoch"], state["bad_epochs"] = metric, epoch, 0
-        if es.patience is not None:  # only early stopping needs them; they double the checkpoint
-            state["best_weights"] = {k: v.detach().clone() for k, v in dist.unwrap(model).state_dict().items()}
-    else:
-        state["bad_epochs"] += 1
+def _meta(ctx: FoldContext, split: Split, state: FoldState, selection: dict) -> CheckpointMeta:
+    return CheckpointMeta(
+        task=ctx.cfg.data.task, label_names=list(ctx.manifest.class_names), num_outputs=ctx.manifest.num_outputs,
+        normalization=ctx.norm, config=ctx.cfg.to_dict(), arch=ctx.arch, provenance=ctx.provenance,
+        fold=split.fold, repeat=split.repeat, epoch=state.epoch, history=state.history, best=state.best,
+        best_epoch=state.best_epoch, bad_epochs=state.bad_epochs, selection=selection)
 
 
-def _early_stopped(cfg: ExperimentConfig, state: dict) -> bool:
-    patience = cfg.train.early_stopping.patience
-    return patience is not None and state["bad_epochs"] > patience
-
-
-def _payload(ctx: FoldContext, split: Split, model, optimizer, scheduler, state: dict) -> dict:
-    return {
-        "model": dist.unwrap(model).state_dict(),
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "scaler": ctx.extra["scaler"].state_dict() if ctx.extra.get("scaler") is not None else None,
-        "rng": rng_state(),
-        "epoch": state["epoch"], "fold": split.fold, "repeat": split.repeat,
-        "history": state["history"], "best": state["best"], "best_epoch": state["best_epoch"],
-        "bad_epochs": state["bad_epochs"], "best_weights": state.get("best_weights"),
-        "config": ctx.cfg.to_dict(), "arch": ctx.arch, "normalization": ctx.norm,
-        "task": ctx.cfg.data.task, "label_names": list(ctx.manifest.class_names),
-        "num_outputs": ctx.manifest.num_outputs, "threshold": None, "provenance": ctx.provenance,
-    }
-
-
-def _save_epoch(ctx, split, out: Path, model, optimizer, scheduler, state) -> None:
+def _save_epoch(ctx: FoldContext, split: Split, parts: FoldParts, state: FoldState) -> None:
     if not dist.is_main():
         return
-    save_checkpoint(out / "last.pt", _payload(ctx, split, model, optimizer, scheduler, state))
-    pd.DataFrame(state["history"]).to_csv(out / "history.csv", index=False)
+    train_state = {"optimizer": parts.optimizer.state_dict(),
+                   "scheduler": parts.scheduler.state_dict() if parts.scheduler is not None else None,
+                   "scaler": parts.scaler.state_dict() if parts.scaler is not None else None,
+                   "rng": rng_state(), "best_weights": state.best_weights}
+    out = fold_dir(ctx.run_dir, split)
+    rf.save_checkpoint(out / rf.LAST_PT, Checkpoint(_meta(ctx, split, state, parts.selection),
+                                                    dist.unwrap(parts.model).state_dict(), train_state))
+    atomic_write_text(out / "history.csv", pd.DataFrame(state.history).to_csv(index=False))
 
 
-def _restore(path: Path, model, optimizer, scheduler, scaler) -> dict:
-    ckpt = load_checkpoint(path)
-    if scaler is not None and ckpt.get("scaler"):
-        scaler.load_state_dict(ckpt["scaler"])
-    dist.unwrap(model).load_state_dict(ckpt["model"])
-    optimizer.load_state_dict(ckpt["optimizer"])
-    if scheduler is not None and ckpt["scheduler"] is not None:
-        scheduler.load_state_dict(ckpt["scheduler"])
-    keys = ("epoch", "history", "best", "best_epoch", "bad_epochs", "best_weights")
-    return {k: ckpt[k] for k in keys}
+def _restore(path: Path, parts: FoldParts) -> FoldState:
+    ckpt = rf.load_checkpoint(path)
+    ts = ckpt.train_state or {}
+    if parts.scaler is not None and ts.get("scaler"):
+        parts.scaler.load_state_dict(ts["scaler"])
+    dist.unwrap(parts.model).load_state_dict(ckpt.model)
+    parts.optimizer.load_state_dict(ts["optimizer"])
+    if parts.scheduler is not None and ts.get("scheduler") is not None:
+        parts.scheduler.load_state_dict(ts["scheduler"])
+    m = ckpt.meta
+    return FoldState(epoch=m.epoch, history=list(m.history), best=m.best, best_epoch=m.best_epoch,
+                     bad_epochs=m.bad_epochs, best_weights=ts.get("best_weights"))
 
 
-def _rank_report(ctx: FoldContext, split: Split, net) -> None:
+def _rank_report(ctx: FoldContext, split: Split, net, state: FoldState) -> None:
     """Diagnostics for distributed runs (env MEDREC_RANK_REPORT=DIR): what each rank trained on
     and a checksum of its final weights, so a test can prove DDP kept the ranks in step."""
     where = os.environ.get("MEDREC_RANK_REPORT")
@@ -338,24 +328,27 @@ def _rank_report(ctx: FoldContext, split: Split, net) -> None:
     for k, v in sorted(net.state_dict().items()):
         digest.update(k.encode() + v.detach().cpu().contiguous().numpy().tobytes())
     report = {"rank": dist.rank(), "world_size": dist.world_size(), "fold": split.fold,
-              "seen": ctx.extra.get("seen", []), "weights_sha256": digest.hexdigest()}
+              "seen": state.seen, "weights_sha256": digest.hexdigest()}
     Path(where).mkdir(parents=True, exist_ok=True)
     Path(where, f"rank{dist.rank()}_fold{split.fold}.json").write_text(json.dumps(report))
 
 
-def _finish_fold(ctx, split, out: Path, model, loss_fn, val_loader, state) -> pd.DataFrame:
+def _finish_fold(ctx: FoldContext, split: Split, parts: FoldParts, state: FoldState) -> pd.DataFrame:
     """Out-of-fold predictions from the final weights (the best epoch's when early stopping is on)."""
-    cfg, net = ctx.cfg, dist.unwrap(model)
-    _rank_report(ctx, split, net)
-    ctx.extra["seen"] = []
-    if cfg.train.early_stopping.patience is not None and state.get("best_weights") is not None:
-        net.load_state_dict(state["best_weights"])
-    val = _evaluate_all(ctx, model, loss_fn, val_loader)
+    net = dist.unwrap(parts.model)
+    _rank_report(ctx, split, net, state)
+    selection = dict(parts.selection)
+    if ctx.cfg.train.early_stopping.patience is not None and state.best_weights is not None:
+        net.load_state_dict(state.best_weights)
+        selection |= {"epoch": state.best_epoch, "epochs_trained": state.epoch + 1}
+    else:
+        selection |= {"epoch": state.epoch, "epochs_trained": state.epoch + 1}
+    val = _evaluate_all(ctx, parts.model, parts.loss_fn, parts.val_loader)
     rows = oof_rows(ctx.manifest, val, split)
     if dist.is_main():
-        payload = _payload(ctx, split, model, None, None, state) | {"best_weights": None}
-        save_checkpoint(out / "best.pt", payload)
-        atomic_write_text(out / "oof.csv", rows.to_csv(index=False))
+        rf.save_checkpoint(fold_dir(ctx.run_dir, split) / rf.BEST_PT,
+                           Checkpoint(_meta(ctx, split, state, selection), net.state_dict()))
+        rf.write_fold_oof(ctx.run_dir, split.fold, split.repeat, rows)
     return rows
 
 

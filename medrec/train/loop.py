@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass
 
@@ -11,6 +10,7 @@ import torch
 from torch import nn
 
 from medrec.config import TrainConfig
+from medrec.models.inference import autocast_context, scores_from_logits  # noqa: F401  (re-exported)
 
 
 @dataclass
@@ -36,18 +36,6 @@ class TaskLoss:
         return (loss * mask).sum() / mask.sum().clamp(min=1)
 
 
-def scores_from_logits(logits: torch.Tensor, task: str) -> torch.Tensor:
-    """Probabilities: softmax over classes for multiclass, sigmoid per output otherwise."""
-    return logits.softmax(dim=1) if task == "multiclass" else logits.sigmoid()
-
-
-def autocast_context(device: torch.device, amp: str):
-    if amp == "none":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
 def _to_device(batch: dict, device: torch.device, channels_last: bool):
     x = batch["image"].to(device, non_blocking=True)
     if channels_last:
@@ -61,7 +49,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, loss_fn: TaskLoss, cfg:
 
     Returns mean loss, images/s and the last learning rate.
     """
-    from medrec.models.build import split_outputs
+    from medrec.models.build import combined_loss
     from medrec.models.freeze import train_mode
 
     train_mode(model)  # model.train(), but fully frozen BatchNorm layers keep their statistics
@@ -70,9 +58,7 @@ def train_one_epoch(model, loader, optimizer, scheduler, loss_fn: TaskLoss, cfg:
         x, y = _to_device(batch, device, cfg.channels_last)
         optimizer.zero_grad(set_to_none=True)
         with autocast_context(device, cfg.amp):
-            logits, aux = split_outputs(model(x))
-            loss = loss_fn(logits.float(), y)
-            loss = loss + aux_weight * sum((loss_fn(a.float(), y) for a in aux), torch.zeros((), device=device))
+            loss = combined_loss(loss_fn, model(x), y, aux_weight)
         _backward_step(loss, model, optimizer, cfg, scaler)
         if scheduler is not None:
             scheduler.step()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from sklearn.metrics import accuracy_score, roc_auc_score
 
@@ -35,3 +37,29 @@ def epoch_metric(labels: np.ndarray, scores: np.ndarray, task: str, name: str, *
         elif len(np.unique(yj)) == 2:
             values.append(roc_auc_score(yj, sj))
     return float(np.mean(values)) if values else float("nan")
+
+
+class Trackers:
+    """Where per-epoch numbers go besides history.csv: TensorBoard and MLflow, each optional."""
+
+    def __init__(self, tensorboard: Any = None, mlflow_run: Any = None) -> None:
+        self.tensorboard, self.mlflow_run = tensorboard, mlflow_run
+
+    def log_scalars(self, fold: int, row: dict[str, Any]) -> None:
+        scalars = {f"fold_{fold}/{k}": float(v) for k, v in row.items()
+                   if k != "epoch" and isinstance(v, (int, float))}
+        if self.tensorboard is not None:
+            for k, v in scalars.items():
+                self.tensorboard.add_scalar(k, v, row["epoch"])
+        if self.mlflow_run is not None:
+            import mlflow
+
+            mlflow.log_metrics({k.replace("/", "."): v for k, v in scalars.items()}, step=row["epoch"])
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+        if self.mlflow_run is not None:
+            import mlflow
+
+            mlflow.end_run()

@@ -145,7 +145,9 @@ class Objective:
     def _run_folds(self, cfg: ExperimentConfig, run_dir: Path, only: int | None) -> float:
         from medrec.train import cv
 
-        if cv.run(cfg, run_dir, base_dir=self.base_dir, only_fold=only).get("status") == "complete":
+        # no preview.png per trial: drawing it costs more than a small trial's training
+        info = cv.run(cfg, run_dir, base_dir=self.base_dir, only_fold=only, preview=False)
+        if info.get("status") == "complete":
             from medrec.eval.report import build_report  # cv.run no longer builds it (train -> eval edge)
 
             build_report(run_dir)

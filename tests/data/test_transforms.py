@@ -18,11 +18,11 @@ from medrec.data.reading import ZSCORE_CLIP, read_item, scale_intensity, window_
 from medrec.data.transforms import (
     augment_transforms,
     eval_transforms,
-    input_normalization,
     preprocess_transforms,
     train_transforms,
 )
 from medrec.errors import ImageError
+from medrec.models.adapt import input_normalization  # normalisation belongs to the models
 from medrec.io.dicom import WINDOW_PRESETS
 from medrec.io.images import read_image
 from tests.io.conftest import build_dataset

@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from medrec.train.checkpoint import load_checkpoint
+from medrec.runfolder import load_checkpoint
 from tests.conftest import ROOT, run_finetune
 
 SHORT = ["--set", "train.epochs=2", "--set", "cv.folds=2", "--set", "data.image_size=64", "--set", "eval.bootstrap=20",
@@ -42,11 +42,11 @@ def mri_run(tmp_path_factory):
 
 def test_ct_run_feeds_three_windows_to_a_three_channel_network(ct_run):
     ckpt = load_checkpoint(ct_run / "folds" / "fold_0" / "best.pt")
-    assert ckpt["config"]["model"]["in_channels"] == 3
-    assert ckpt["config"]["data"]["channels"] == ["brain", "subdural", "bone"]
-    stem = next(v for k, v in ckpt["model"].items() if k.endswith("conv1.weight"))
+    assert ckpt.meta.config["model"]["in_channels"] == 3
+    assert ckpt.meta.config["data"]["channels"] == ["brain", "subdural", "bone"]
+    stem = next(v for k, v in ckpt.model.items() if k.endswith("conv1.weight"))
     assert stem.shape[1] == 3
-    assert ckpt["normalization"]["mean"] == pytest.approx([0.485, 0.456, 0.406])  # ImageNet RGB, channel by channel
+    assert ckpt.meta.normalization["mean"] == pytest.approx([0.485, 0.456, 0.406])  # ImageNet RGB, channel by channel
     oof = pd.read_csv(ct_run / "oof_predictions.csv")
     manifest = pd.read_csv(ROOT / "data_samples" / "ct_head" / "manifest.csv")
     assert len(oof) == len(manifest) and oof["score"].between(0, 1).all()
@@ -67,7 +67,7 @@ def test_mri_run_uses_every_slice_of_a_volume_and_keeps_a_patient_in_one_fold(mr
                       manifest["label"]))
     assert (oof["label"] == oof["path"].map(labels)).all()  # each slice carries its volume's label
     ckpt = load_checkpoint(mri_run / "folds" / "fold_0" / "best.pt")
-    assert ckpt["normalization"] == {"mean": [0.0], "std": [1.0]}  # z-scored inputs go in as they are
+    assert ckpt.meta.normalization == {"mean": [0.0], "std": [1.0]}  # z-scored inputs go in as they are
 
 
 @pytest.mark.parametrize("which", ["ct_run", "mri_run"])
