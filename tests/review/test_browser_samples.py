@@ -66,3 +66,57 @@ def test_false_negative_verdict_survives_reload_on_a_samples_run(server: str, br
     shot = _screenshot(d, tmp_path, "review_samples_after_reload.png")
     shutil.copyfile(shot, LEAD_SCREENSHOT.with_name("review_samples_screenshot.png"))
     assert shot.stat().st_size > 10_000
+
+
+def _main_image(d):
+    """The case image's pixels (the PNG the page shows), fetched from the server."""
+    import io
+    import urllib.request
+
+    import numpy as np
+    from PIL import Image
+    from selenium.webdriver.common.by import By
+
+    img = _wait(d, lambda d: next((e for e in d.find_elements(By.CSS_SELECTOR, "[data-testid='stMain'] "
+                                                               "[data-testid='stImage'] img") if e.is_displayed()),
+                                  False))
+    src = img.get_attribute("src")
+    with urllib.request.urlopen(src, timeout=10) as r:
+        return src, np.asarray(Image.open(io.BytesIO(r.read())).convert("RGB")).astype(int)
+
+
+def _coloured_share(rgb) -> float:
+    """Share of pixels that are not gray (an overlay tints them; a windowed image has R = G = B)."""
+    return float(((rgb.max(axis=-1) - rgb.min(axis=-1)) > 24).mean())
+
+
+def check_case_one_overlay(d, server: str, run_dir: Path, tmp_path: Path, shot_name: str) -> Path:
+    """Open the run, assert case 1 shows a Grad-CAM overlay (and a plain image with it off)."""
+    oof = pd.read_csv(run_dir / "oof_predictions.csv", dtype={"image_id": str})
+    first = oof["image_id"].iloc[0]
+    assert (run_dir / "cams" / f"{first}.npy").is_file(), "training wrote no CAM for case 1"
+    d.get(server)
+    _wait(d, lambda d: "Case 1 of" in _header(d) and first in _header(d), 90)
+    _wait(d, _idle)
+    assert "no Grad-CAM map" not in _page_text(d)
+    src_on, with_cam = _main_image(d)
+    assert _coloured_share(with_cam) > 0.02, "case 1 shows no coloured overlay"
+    time_to_paint = 0.5
+    import time
+
+    time.sleep(time_to_paint)
+    shot = _screenshot(d, tmp_path, shot_name)
+    _find(d, "//*[@data-testid='stMain']//label[contains(., 'Grad-CAM overlay')]").click()
+    _wait(d, lambda d: _main_image(d)[0] != src_on)
+    _wait(d, _idle)
+    assert _coloured_share(_main_image(d)[1]) == 0.0  # the same case without the map: pure gray
+    return shot
+
+
+def test_case_one_shows_the_cam_overlay_made_after_training(server: str, browser, run_dir: Path, tmp_path: Path):
+    oof = pd.read_csv(run_dir / "oof_predictions.csv", dtype={"image_id": str})
+    maps = {p.stem for p in (run_dir / "cams").glob("*.npy")}
+    assert maps == set(oof["image_id"]), "every out-of-fold image gets its map after training"
+    shot = check_case_one_overlay(browser, server, run_dir, tmp_path, "review_cam_overlay.png")
+    shutil.copyfile(shot, LEAD_SCREENSHOT.with_name("review_cam_overlay.png"))
+    assert shot.stat().st_size > 10_000
