@@ -24,7 +24,8 @@ from medrec.threads import prepare_openmp_env
 COMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("medrec.finetune", "patient-grouped cross-validated fine-tuning of a config"),
     "predict": ("medrec.predict", "predict images or folders with a run's fold ensemble"),
-    "explain": ("medrec.cli", "Grad-CAM maps of a run's ensemble: `predict --cam` (same options)"),
+    # `python -m medrec.explain` runs medrec.explain_run's main (medrec.explain is the library)
+    "explain": ("medrec.explain_run", "Grad-CAM maps of a run's out-of-fold images, each from its fold's model"),
     "report": ("medrec.report", "rebuild a run's report, or compare two runs"),
     "review": ("medrec.review.__main__", "serve the review app for a run folder (local browser)"),
     "index": ("medrec.index", "walk a DICOM tree into a manifest CSV (and an errors CSV)"),
@@ -56,18 +57,8 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def explain_main(argv: list[str] | None = None) -> int:
-    """`medrec explain RUN INPUT... --out DIR`: the ensemble's predictions with Grad-CAM maps."""
-    from medrec.predict import main as predict_main
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    return predict_main(args if "--cam" in args or "-h" in args or "--help" in args else [*args, "--cam"])
-
-
 def verb_main(verb: str):
     """The `main(argv)` that `python -m` runs for `verb`."""
-    if verb == "explain":
-        return explain_main
     module_name = COMMANDS[verb][0]
     try:
         module = importlib.import_module(module_name)
