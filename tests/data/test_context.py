@@ -223,3 +223,33 @@ def test_lidc_context_one_gives_three_channels_with_the_slice_in_the_middle(lidc
     np.testing.assert_array_equal(stacked[rows[0]][0], single[rows[0]][0])  # lowest slice: edge replicated
     np.testing.assert_array_equal(stacked[rows[0]][2], single[rows[1]][0])
     assert not np.array_equal(stacked[rows[3]][0], stacked[rows[3]][2])  # real neighbours differ
+
+
+def test_predict_inputs_stack_the_same_neighbours_from_the_headers(series_tree):
+    """Predict's dataset (no manifest columns, a folder of files) feeds what training feeds."""
+    from types import SimpleNamespace
+
+    from medrec.infer.engine import ImageDataset
+
+    root, rank = series_tree
+    cfg = ExperimentConfig.model_validate({"data": {"modality": "ct", "channels": [[0, 4000]], "context_slices": 1,
+                                                    "image_size": 16, "augment": {"preset": "none"}}})
+    ens = SimpleNamespace(cfg=cfg, norm={"mean": [0.0] * 3, "std": [1.0] * 3})
+    paths = sorted(str(p) for p in root.iterdir())
+    ds = ImageDataset(paths, ens)
+
+    def window(hu: float) -> float:  # DICOM LINEAR, C 0 / W 4000
+        return float(np.clip((hu - (0 - 0.5)) / (4000 - 1) + 0.5, 0, 1))
+    for i, path in enumerate(paths):
+        item = ds[i]
+        assert "error" not in item, item
+        step = rank[Path(path).name]
+        n, base = (7, 0) if _series_of(path) == 0 else (4, 1000)  # the fixture's two series
+        expected = [window(base + 100 * min(max(step + d, 0), n - 1)) for d in (-1, 0, 1)]
+        np.testing.assert_allclose(item["image"][:, 0, 0].numpy(), expected, atol=1e-6)
+
+
+def _series_of(path: str) -> int:
+    import pydicom
+
+    return int(str(pydicom.dcmread(path, stop_before_pixels=True).SeriesInstanceUID).rsplit(".", 1)[1])
