@@ -34,7 +34,7 @@ def tiny_config(space: dict, **tune) -> dict:
         "model": {"arch": "resnet18", "weights": "none"},
         "cv": {"folds": 2},
         "train": {"epochs": 1, "batch_size": 16, "precise_bn_batches": 0, "threads": 1},
-        "eval": {"bootstrap": 0},
+        "eval": {"bootstrap": 0, "worst_cases": 0},
         "tune": {"startup_trials": 2, "space": space, **tune},
     }
 

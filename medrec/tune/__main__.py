@@ -2,7 +2,10 @@
 
 import sys
 
-from medrec.tune.cli import main
+from medrec.threads import prepare_openmp_env
 
 if __name__ == "__main__":
+    prepare_openmp_env()  # before torch loads, as the `medrec` command does
+    from medrec.tune.cli import main
+
     sys.exit(main())

@@ -19,6 +19,10 @@ import yaml
 from medrec.config import ExperimentConfig, apply_overrides, validate_config
 from medrec.errors import ConfigError, MedrecError
 
+# A trial that fails on its own values (a config error, a RuntimeError such as out-of-memory or a
+# diverged loss) is recorded as failed and the study goes on; anything else is a bug and stops it.
+TRIAL_ERRORS = (MedrecError, RuntimeError)
+
 EPILOG = """\
 examples:
   medrec tune --config configs/pneumoniamnist.yaml --trials 20
@@ -114,7 +118,10 @@ def setup_logging(study_dir: Path) -> None:
 
 def run_study(raw: dict[str, Any], cfg: ExperimentConfig, study_dir: Path, base_dir: Path, source: str,
               args: argparse.Namespace) -> dict:
-    import optuna
+    try:
+        import optuna
+    except ImportError:
+        raise MedrecError("medrec tune needs Optuna: pip install 'medrec[tune]'") from None
 
     from medrec.data.sources import resolve
     from medrec.tune import study as st
@@ -138,7 +145,7 @@ def run_study(raw: dict[str, Any], cfg: ExperimentConfig, study_dir: Path, base_
     timeout = args.timeout_min or tune.timeout_min
     if todo:
         study.optimize(Objective(raw, tune, study_dir, base_dir, source), n_trials=todo,
-                       timeout=timeout * 60 if timeout else None, catch=(MedrecError,), callbacks=[after_trial])
+                       timeout=timeout * 60 if timeout else None, catch=TRIAL_ERRORS, callbacks=[after_trial])
     return write_summary(study, raw, cfg, study_dir, data)
 
 
