@@ -1,9 +1,9 @@
 """Cached datasets: preprocess every image once per run, then serve folds from the cache.
 
 The deterministic preprocessing (read, window, resize, float16) runs once for the whole
-manifest, not once per fold: MONAI's CacheDataset keeps it in memory, PersistentDataset on
-disk (under a folder keyed by the preprocessing hash), and `cache: none` recomputes it on
-every access. Folds are index views over that one base dataset with their own random chain.
+manifest, not once per fold: `medrec.data.cachefill` keeps it in memory (filled by
+`data.num_workers` processes), PersistentDataset on disk (under a folder keyed by the
+preprocessing hash), and `cache: none` recomputes it on every access. Folds are index views over that one base dataset with their own random chain.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from monai.data import CacheDataset, Dataset, PersistentDataset
+from monai.data import Dataset, PersistentDataset
 
 from medrec.config import DataConfig
 from medrec.data.manifest import Manifest, table_slices
@@ -43,10 +43,11 @@ def manifest_items(manifest: Manifest, cfg: DataConfig | None = None) -> list[di
 def build_base_dataset(manifest: Manifest, cfg: DataConfig, cache_root: Path, *, progress: bool = True):
     """The preprocessed dataset over the whole manifest, and the list of (row, reason) read errors."""
     items = manifest_items(manifest, cfg)
-    pre = preprocess_transforms(cfg)
+    pre = preprocess_transforms(cfg, reduce=True)  # large images reduced as early as image_size allows
     if cfg.cache == "memory":
-        base = CacheDataset(items, pre, cache_rate=1.0, num_workers=max(cfg.num_workers, 1), progress=progress,
-                            copy_cache=False)
+        from medrec.data.cachefill import fill_cache  # data.num_workers processes, not threads
+
+        base = Dataset(fill_cache(items, pre, cfg.num_workers), transform=None)
     elif cfg.cache == "disk":
         cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else cache_root
         cache_dir = cache_dir / preprocess_hash(cfg)

@@ -122,13 +122,15 @@ def read_dicom(
 
         modality = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
         k = reduction_factor(*modality.shape, reduce_to)
+        # percentiles and min/max from a strided full-resolution sample: averaging would pull them in
+        sample = modality[::k, ::k] if k > 1 else None
         modality = np.asarray(box_reduce(modality, k), dtype=np.float64)
         inverted = ds.PhotometricInterpretation == "MONOCHROME1"
         if window is None:
             image = _mono1_constant(ds, modality) - modality if inverted else modality
             applied = "none"
         else:
-            image, applied = _window_dataset(modality, ds, window, path)
+            image, applied = _window_dataset(modality, ds, window, path, sample)
             image = 1.0 - image if inverted else image
         meta = {**_metadata(ds, index, n_frames, applied, inverted), "reduction": k}
     except (ImageError, ConfigError):
@@ -327,13 +329,13 @@ def _mono1_constant(ds: Any, modality: np.ndarray) -> float:
 
 
 def _window_dataset(
-    modality: np.ndarray, ds: Any, window: Any, path: Path
+    modality: np.ndarray, ds: Any, window: Any, path: Path, sample: np.ndarray | None = None
 ) -> tuple[np.ndarray, str]:
     """Window modality values (not yet inverted) onto [0, 1]; returns (image, description)."""
     if window != "auto":
         if isinstance(window, str) and window in WINDOW_PRESETS:
             _warn_preset_modality(window, str(ds.get("Modality", "")))
-        return scale_window(modality, window)
+        return scale_window(modality, window, sample)
     if has_voi_lut(ds):
         return apply_voi_lut(modality, ds), "file VOI LUT"
     if ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
@@ -344,7 +346,7 @@ def _window_dataset(
             return image, f"file window ({center:g}, {width:g}) {function}"
         except ValueError as exc:
             log.warning("%s: unusable file window (%s); using percentile scaling", path, exc)
-    return scale_window(modality, "percentile")
+    return scale_window(modality, "percentile", sample)
 
 
 def _warn_preset_modality(preset: str, modality: str) -> None:

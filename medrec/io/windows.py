@@ -74,33 +74,42 @@ def named_windows(windows: Sequence[Any]) -> list[tuple[str, float, float]]:
     return out
 
 
-def scale_minmax(arr: np.ndarray) -> np.ndarray:
-    """Scale to [0, 1] by the image's own minimum and maximum (a constant image -> 0)."""
+def scale_minmax(arr: np.ndarray, stats_from: np.ndarray | None = None) -> np.ndarray:
+    """Scale to [0, 1] by the image's own minimum and maximum (a constant image -> 0).
+
+    `stats_from`: take the minimum and maximum from this array instead (a strided sample of the
+    full-resolution image when `arr` is a reduced one, whose averaging would pull them inwards).
+    """
     x = np.asarray(arr, dtype=np.float64)
-    lo, hi = float(np.min(x)), float(np.max(x))
+    ref = x if stats_from is None else np.asarray(stats_from, dtype=np.float64)
+    lo, hi = float(np.min(ref)), float(np.max(ref))
     if hi <= lo:
         return np.zeros(x.shape, dtype=np.float32)
-    return ((x - lo) / (hi - lo)).astype(np.float32)
+    return np.clip((x - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
 def scale_percentile(
-    arr: np.ndarray, low: float = PERCENTILES[0], high: float = PERCENTILES[1]
+    arr: np.ndarray, low: float = PERCENTILES[0], high: float = PERCENTILES[1],
+    stats_from: np.ndarray | None = None,
 ) -> np.ndarray:
     """Clip to the [low, high] percentiles and scale to [0, 1].
 
     Robust to a few extreme pixels (burnt-in text, metal, padding) that would squash a
     min-max scaling. Falls back to min-max when the two percentiles coincide (images that
-    are mostly one value).
+    are mostly one value). `stats_from`: the percentiles of this array instead (see scale_minmax).
     """
     x = np.asarray(arr, dtype=np.float64)
-    lo, hi = np.percentile(x, [low, high])
+    ref = x if stats_from is None else np.asarray(stats_from, dtype=np.float64)
+    lo, hi = np.percentile(ref, [low, high])
     if hi <= lo:
-        return scale_minmax(x)
+        return scale_minmax(x, stats_from)
     return np.clip((x - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
-def scale_window(arr: np.ndarray, window: Any) -> tuple[np.ndarray, str]:
+def scale_window(arr: np.ndarray, window: Any, stats_from: np.ndarray | None = None) -> tuple[np.ndarray, str]:
     """Apply a window that needs nothing from the file: minmax, percentile, preset, (c, w).
+
+    `stats_from` is passed to scale_minmax / scale_percentile.
 
     Returns the [0, 1] array and a short description of what was applied.
 
@@ -109,9 +118,9 @@ def scale_window(arr: np.ndarray, window: Any) -> tuple[np.ndarray, str]:
     """
     if isinstance(window, str):
         if window == "minmax":
-            return scale_minmax(arr), "minmax"
+            return scale_minmax(arr, stats_from), "minmax"
         if window == "percentile":
-            return scale_percentile(arr), f"percentile {PERCENTILES[0]}-{PERCENTILES[1]}"
+            return scale_percentile(arr, stats_from=stats_from), f"percentile {PERCENTILES[0]}-{PERCENTILES[1]}"
         if window in WINDOW_PRESETS:
             center, width = WINDOW_PRESETS[window]
             return apply_window(arr, center, width), f"{window} ({center:g}, {width:g})"
