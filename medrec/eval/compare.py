@@ -1,6 +1,6 @@
 """Paired comparison of two runs evaluated on the same cases.
 
-Both runs must hold out-of-fold predictions for the same (path, repeat) pairs with the same
+Both runs must hold out-of-fold predictions for the same (path, slice, repeat) rows with the same
 labels. Every metric difference (A - B) gets a paired patient-level bootstrap: one resample of
 patients is applied to both runs, so the interval reflects the correlation between the two sets
 of predictions. Binary AUROC differences (and each multilabel label's) also get DeLong's test,
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from medrec.data.manifest import table_slices
 from medrec.errors import MedrecError
 from medrec.eval.bootstrap import bootstrap_draws, percentile_interval
 from medrec.eval.document import LEVEL, json_ready
@@ -93,16 +94,17 @@ def align(a: Run, b: Run) -> tuple[OOF, OOF]:
         )
     keys = []
     for run in (a, b):
-        k = list(zip(run.table["path"].astype(str), run.oof.repeat.tolist()))
+        # slices of one volume share a path: the slice is part of an image's identity
+        k = list(zip(run.table["path"].astype(str), table_slices(run.table), run.oof.repeat.tolist()))
         if len(set(k)) != len(k):
             raise MedrecError(f"{run.dir}: an image appears twice in one repeat of oof_predictions.csv; "
-                              "each (path, repeat) must be unique")
+                              "each (path, slice, repeat) must be unique")
         keys.append(k)
     only_a, only_b = set(keys[0]) - set(keys[1]), set(keys[1]) - set(keys[0])
     if only_a or only_b:
         raise MedrecError(
-            f"runs {a.dir.name} and {b.dir.name} hold predictions for different cases: {len(only_a)} (image, repeat) "
-            f"pair(s) only in A, {len(only_b)} only in B (of {len(keys[0])} and {len(keys[1])}). A paired comparison "
+            f"runs {a.dir.name} and {b.dir.name} hold predictions for different cases: {len(only_a)} (image, slice, repeat) "
+            f"row(s) only in A, {len(only_b)} only in B (of {len(keys[0])} and {len(keys[1])}). A paired comparison "
             "needs the same images and repeats: train both on the same data with the same cv.repeats."
         )
     where_b = {k: i for i, k in enumerate(keys[1])}
@@ -147,7 +149,8 @@ def compare_runs(run_a: str | Path, run_b: str | Path) -> dict:
         "run_a": {"name": a.cfg.name, "run_dir": str(a.dir)},
         "run_b": {"name": b.cfg.name, "run_dir": str(b.dir)},
         "task": oof_a.task, "labels": list(oof_a.names),
-        "n_rows": len(oof_a.y), "n_images": int(a.table["path"].nunique()), "n_repeats": len(np.unique(oof_a.repeat)),
+        "n_rows": len(oof_a.y), "n_images": len(set(zip(a.table["path"].astype(str), table_slices(a.table)))),
+        "n_repeats": len(np.unique(oof_a.repeat)),
         "unit": a.unit_kind, "n_units": len(np.unique(oof_a.unit)),
         "settings": {"operating_point": cfg.operating_point, "n_resamples": cfg.bootstrap,
                      "seed": cfg.bootstrap_seed, "confidence": LEVEL, "from": "run A's eval config"},

@@ -93,16 +93,31 @@ def metrics_document(run: Run, ev: dict) -> dict:
     }
 
 
+def metric_unit(run: Run) -> str | None:
+    """What one row of the metrics is for volume data: "slice" (data.slice all, or a manifest
+    slice column), "volume" (one slice of each volume: data.slice middle or a number, CT/MRI);
+    None for plain images."""
+    t, data = run.table, run.cfg.data
+    if "slice" in t.columns and t["slice"].notna().any():
+        return "slice"
+    return "volume" if data.modality in ("ct", "mri") else None
+
+
 def _data_section(run: Run) -> dict:
     oof, t = run.oof, run.table
+    first = oof.repeat == oof.repeat.min()
+    keys = t.loc[first, ["path"] + (["slice"] if "slice" in t.columns else [])].astype(str)
     out = {
-        "n_rows": len(t), "n_images": int(t["path"].nunique()),
+        "n_rows": len(t), "n_images": int(len(keys.drop_duplicates())),
         "n_patients": int(t["patient_id"].nunique()) if run.unit_kind == "patient" else None,
         "n_repeats": len(np.unique(oof.repeat)),
         "n_folds": len(np.unique(oof.fold)),
         "image_level_folds": run.unit_kind == "image",
     }
-    first = oof.repeat == oof.repeat.min()
+    unit = metric_unit(run)
+    if unit is not None:  # volume data: say what a row is (absent for plain images, as before)
+        out.update(unit=unit, n_volumes=int(t.loc[first, "path"].nunique()),
+                   context_slices=run.cfg.data.context_slices, slice=str(run.cfg.data.slice))
     if oof.task == "multiclass":
         counts = np.bincount(oof.y[first], minlength=len(oof.names))
         out["class_counts"] = dict(zip(oof.names, counts.tolist()))
@@ -140,7 +155,7 @@ def _provenance(run: Run) -> dict:
 
 def _notes(run: Run, ev: dict) -> list[str]:
     oof, cfg = run.oof, run.cfg.eval
-    notes = []
+    notes = _unit_notes(run)
     if run.unit_kind == "patient":
         notes.append(
             f"95% CIs: percentile bootstrap over patients ({len(np.unique(oof.unit))} patients, "
@@ -184,6 +199,27 @@ def _notes(run: Run, ev: dict) -> list[str]:
         notes.append(f"Calibration is of the {scope} probability: ECE over {cfg.calibration_bins} equal-width bins "
                      "(scikit-learn's calibration_curve binning) and the Brier score.")
     return notes
+
+
+def _unit_notes(run: Run) -> list[str]:
+    """What the metrics count for volume data, and that folds and CIs keep a patient's slices together."""
+    unit = metric_unit(run)
+    if unit is None:
+        return []
+    t, data = run.table, run.cfg.data
+    first = run.oof.repeat == run.oof.repeat.min()
+    n_vol = t.loc[first, "path"].nunique()
+    grouped = (f"patient-grouped: all slices of a volume and all volumes of a patient sit in one fold and are "
+               f"resampled together ({t['patient_id'].nunique()} patients)" if run.unit_kind == "patient" else
+               "grouped by volume (no patient ids): the slices of a volume sit in one fold and are resampled together")
+    if unit == "slice":
+        n = len(t.loc[first, ["path", "slice"]].drop_duplicates())
+        context = (f", each seen with {data.context_slices} neighbouring slice(s) on either side as channels"
+                   if data.context_slices else "")
+        return [f"Unit of the metrics: the slice ({n} slices of {n_vol} volumes{context}). Folds and CIs are {grouped}. "
+                "A volume- or patient-level result needs eval.aggregate."]
+    which = "its middle slice" if data.slice == "middle" else f"slice {data.slice}"
+    return [f"Unit of the metrics: the volume ({n_vol} volumes, each scored on {which}). Folds and CIs are {grouped}."]
 
 
 def _undefined_threshold_notes(undefined: dict[str, dict]) -> list[str]:

@@ -155,7 +155,9 @@ def _units(table, patient_level: bool | None) -> tuple[np.ndarray, str]:
     if patient_level is False or "patient_id" not in table.columns or table["patient_id"].isna().all():
         return image, "image"
     pid = table["patient_id"]
-    if table.groupby(pid.fillna(""))["path"].nunique().max() == 1:  # every patient id has one image
+    # An image is a (path, slice): the slices of one volume are several images of its patient.
+    images = table["path"].astype(str) + ("\x00" + table["slice"].astype(str) if "slice" in table.columns else "")
+    if images.groupby(pid.fillna("")).nunique().max() == 1:  # every patient id has one image
         return image, "image"
     if pid.isna().any():
         log.warning("%d row(s) without patient_id are resampled as their own unit", int(pid.isna().sum()))

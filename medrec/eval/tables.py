@@ -45,13 +45,23 @@ def header_rows(run: Run, doc: dict) -> list[tuple[str, str]]:
         ("Created / finished", f"{_fmt(vol.get('created'))} / {_fmt(vol.get('finished'))}"),
         ("Wall time", _wall(vol.get("wall_time_s"))),
         ("Config sha256", prov["config_sha256"]),
-        ("Images / patients / rows", f"{data['n_images']} / {_fmt(data['n_patients'])} / {data['n_rows']}"),
+        _count_row(data),
         ("Folds × repeats", f"{data['n_folds']} × {data['n_repeats']}"),
         ("Resampling unit", "patient" if doc["bootstrap"]["unit"] == "patient" else "image (no patient ids)"),
         ("Preprocessing", preprocessing_text(run.cfg.data)),
         ("Augmentation", run.cfg.data.augment.summary(run.cfg.data.modality)),
         *([("Tuned", run.cfg.tune.tuned_from.summary())] if run.cfg.tune and run.cfg.tune.tuned_from else []),
     ]
+
+
+def _count_row(data: dict) -> tuple[str, str]:
+    """Images / patients / rows; for volume data slices (or volumes) / volumes / patients / rows."""
+    if data.get("unit") == "slice":
+        return ("Slices / volumes / patients / rows",
+                f"{data['n_images']} / {data['n_volumes']} / {_fmt(data['n_patients'])} / {data['n_rows']}")
+    if data.get("unit") == "volume":
+        return ("Volumes / patients / rows", f"{data['n_volumes']} / {_fmt(data['n_patients'])} / {data['n_rows']}")
+    return ("Images / patients / rows", f"{data['n_images']} / {_fmt(data['n_patients'])} / {data['n_rows']}")
 
 
 def preprocessing_text(data) -> str:

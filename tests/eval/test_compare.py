@@ -97,7 +97,7 @@ def test_compare_runs_finds_a_real_difference(runs):
 
 def test_compare_refuses_different_case_sets(runs, tmp_path):
     a, _, fewer, table = runs
-    with pytest.raises(MedrecError, match=r"different cases: 3 \(image, repeat\) pair\(s\) only in A, 0 only in B"):
+    with pytest.raises(MedrecError, match=r"different cases: 3 \(image, slice, repeat\) row\(s\) only in A, 0 only in B"):
         compare.compare_runs(a, fewer)
     other_repeat = table.assign(repeat=1)  # the same images, but another CV repeat
     b = write_run(tmp_path / "repeat1", other_repeat, "binary", ("nodule",))
@@ -124,3 +124,25 @@ def test_cli_compare_writes_json_and_refuses_with_exit_code(runs, tmp_path, caps
     assert saved["schema_version"] == "medrec-compare/1" and "auroc" in saved["metrics"]
     assert main(["--compare", str(a), str(fewer)]) == 2  # MedrecError: exit 2 (medrec.exitcodes)
     assert "different cases" in capsys.readouterr().err
+
+
+def test_runs_of_volume_slices_pair_on_path_slice_and_repeat(tmp_path):
+    # data.slice: all: a volume's slices share one path; they are different images (issue 15 item 7).
+    a = oof_table("binary", ("bleed",), n_patients=30, images=4, folds=3, seed=1)
+    a["slice"] = a.index % 4
+    a["path"] = [f"/data/{p}.nii.gz" for p in a["patient_id"]]
+    b = a.copy()
+    rng = np.random.default_rng(0)
+    b["score"] = np.clip(a["score"] + rng.normal(0, 0.2, len(a)), 0, 1)
+    b = b.sample(frac=1.0, random_state=0)  # another row order: pairing must go by (path, slice, repeat)
+    run_a = write_run(tmp_path / "a", a, "binary", ("bleed",), name="a")
+    run_b = write_run(tmp_path / "b", b, "binary", ("bleed",), name="b")
+    result = compare.compare_runs(run_a, run_b)
+    assert result["n_images"] == 120 and result["n_units"] == 30
+    auc_b = roc_auc_score(b["label"], b["score"])
+    assert result["metrics"]["auroc"]["b"] == pytest.approx(auc_b, abs=1e-6)
+    assert result["metrics"]["auroc"]["diff"] == pytest.approx(roc_auc_score(a["label"], a["score"]) - auc_b, abs=1e-6)
+    delong = result["delong"][0]
+    truth = _brute_force_delong(a["label"].to_numpy(), a["score"].to_numpy(),
+                                b.set_index(["path", "slice"]).loc[list(zip(a["path"], a["slice"])), "score"].to_numpy())
+    assert delong["p_value"] == pytest.approx(truth[2], abs=1e-6)

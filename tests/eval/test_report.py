@@ -264,9 +264,15 @@ def test_ct_report_shows_slices_of_one_volume_and_its_preprocessing(tmp_path):
                                      "channels": ["brain", "bone"], "slice": "all"},
         "eval": {"bootstrap": 20, "bootstrap_seed": 3, "worst_cases": 3}})
     save_config(cfg, run / "config.yaml")
-    build_report(run)
+    doc = build_report(run)
     html = (run / "report.html").read_text()
     assert "modality ct · CT windows (C/W): brain (40/80), bone (400/1800) · all slices · 224 px" in html
+    # The unit of the metrics is stated, with slices and volumes counted apart (issue 15 item 7).
+    assert doc["data"]["unit"] == "slice" and doc["data"]["n_images"] == 100 and doc["data"]["n_volumes"] == 20
+    assert "<td>Slices / volumes / patients / rows</td><td>100 / 20 / 20 / 100</td>" in html
+    assert ("Unit of the metrics: the slice (100 slices of 20 volumes). Folds and CIs are patient-grouped: all "
+            "slices of a volume and all volumes of a patient sit in one fold and are resampled together "
+            "(20 patients).") in html
     cards = re.findall(r'<div class="case"><img alt="thumbnail" src="data:image/png;base64,([^"]+)"><div>([^<]+)</div>',
                        html)
     assert len(cards) >= 4 and "thumbnail unavailable" not in html
