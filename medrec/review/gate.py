@@ -22,10 +22,10 @@ def check_access() -> None:
     """Return when this visitor may see the run; otherwise explain why not and stop the page."""
     if server.GATED:  # python -m medrec.review: ReviewGate checked host and token on the request
         return
-    host = st.context.headers.get("Host")
+    host = _request_host()
     if host is None:  # no browser request behind this run (streamlit.testing, bare mode)
         return
-    address = st.get_option("server.address") or ""
+    address = _bound_address()
     allowed = st.get_option("server.allowedHosts") or server.allowed_hosts(address or "0.0.0.0")
     if not server.host_allowed(host, allowed):
         st.error(f"This server does not answer to {md(host)}. Open it by the address it listens on.")
@@ -42,6 +42,14 @@ def check_access() -> None:
         st.text_input("Access token", type="password", key="_access_token")
         st.info("This review server needs its access token. Ask the person who started it.")
         st.stop()
+
+
+def _request_host() -> str | None:
+    return st.context.headers.get("Host")
+
+
+def _bound_address() -> str:
+    return st.get_option("server.address") or ""
 
 
 def _token_given(token: str) -> bool:
