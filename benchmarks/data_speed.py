@@ -16,6 +16,7 @@ processes hits them alike. Torch's thread count matters on a loaded machine: com
 
     python benchmarks/data_speed.py                                  # data_samples/chest_xray
     python benchmarks/data_speed.py --data DIR_OF_DICOMS --size 128 --json out.json
+    python benchmarks/data_speed.py --real-size [--files 20 --size 224]   # benchmarks/data_speed_real.py
 """
 
 from __future__ import annotations
@@ -302,6 +303,11 @@ def print_report(res: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--real-size" in argv:  # radiograph-sized JPEG/PNG/DICOM, cache fill vs plain decode (issue 18.6)
+        from data_speed_real import main as real_size
+
+        return real_size([a for a in argv if a != "--real-size"])
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, default=ROOT / "data_samples/chest_xray",
                    help="folder of DICOMs (with manifest.csv: path,patient_id,label)")
