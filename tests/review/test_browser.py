@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -49,36 +46,12 @@ def _free_port() -> int:
 @pytest.fixture
 def server(run_dir: Path, tmp_path: Path):
     """The app served by `python -m medrec.review`; yields its URL, then stops it by its PID."""
+    from .test_server import _env, _serving
+
     port = _free_port()
-    log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "medrec.review", str(run_dir), "--port", str(port)],
-        cwd=REPO,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
-                    if r.read().strip() == b"ok":
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the review server did not start:\n{(tmp_path / 'server.log').read_text()}")
-            time.sleep(0.3)
-        yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-        log.close()
+    argv = [sys.executable, "-m", "medrec.review", str(run_dir), "--port", str(port)]
+    with _serving(argv, f"http://127.0.0.1:{port}", tmp_path / "server.log", _env()):
+        yield f"http://127.0.0.1:{port}"
     assert "127.0.0.1" in (tmp_path / "server.log").read_text()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -101,10 +102,7 @@ def check_case_one_overlay(d, server: str, run_dir: Path, tmp_path: Path, shot_n
     assert "no Grad-CAM map" not in _page_text(d)
     src_on, with_cam = _main_image(d)
     assert _coloured_share(with_cam) > 0.02, "case 1 shows no coloured overlay"
-    time_to_paint = 0.5
-    import time
-
-    time.sleep(time_to_paint)
+    time.sleep(0.5)  # let the image finish painting
     shot = _screenshot(d, tmp_path, shot_name)
     _find(d, "//*[@data-testid='stMain']//label[contains(., 'Grad-CAM overlay')]").click()
     _wait(d, lambda d: _main_image(d)[0] != src_on)
