@@ -9,7 +9,9 @@ become markup in either format.
 from __future__ import annotations
 
 from medrec.eval.inputs import Run
-from medrec.eval.sections import aggregate_notes, aggregate_table, subgroup_notes, subgroup_tables
+from medrec.eval.sections import (
+    aggregate_notes, aggregate_table, stability_notes, stability_table, subgroup_notes, subgroup_tables,
+)
 from medrec.eval.tables import (
     _threshold_text, calibration_rows, fold_rows, header_rows, label_rows, metric_rows, temperature_title,
 )
@@ -41,6 +43,10 @@ def report_blocks(run: Run, doc: dict, figure_names: list[str], cases: list[dict
     cal = calibration_rows(doc)
     if cal:
         blocks += [("h2", temperature_title(doc)), ("table", TEMPERATURE_HEAD, cal, 1)]
+    if doc.get("threshold_stability"):
+        head, rows = stability_table(doc)
+        blocks += [("h2", "Operating point stability")] + [("note", n) for n in stability_notes(doc)]
+        blocks.append(("table", head, rows, 2))
     if doc.get("aggregate"):
         head, rows = aggregate_table(doc)
         blocks += [("h2", "Image, patient and study level")] + [("note", n) for n in aggregate_notes(doc)]

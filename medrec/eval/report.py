@@ -21,6 +21,7 @@ from medrec.eval.document import LEVEL, SCHEMA, dumps, json_ready, metrics_docum
 from medrec.eval.evaluate import evaluate
 from medrec.eval.inputs import Run, load_run, oof_from_table
 from medrec.eval.render import render_html, render_markdown
+from medrec.eval.stability import threshold_stability
 from medrec.eval.subgroups import METRICS, headline_label, subgroup_analysis
 from medrec.eval.tables import preprocessing_text
 from medrec.eval.thumbnails import thumbnail, worst_cases
@@ -44,6 +45,7 @@ def build_report(run_dir: str | Path) -> dict:
     ev = evaluate(run.oof, run.cfg.eval)
     ev["subgroups"] = subgroup_analysis(run, ev)
     ev["aggregate"] = aggregate_results(run)
+    ev["threshold_stability"] = threshold_stability(run.oof, run.cfg.eval)
     doc = json_ready(metrics_document(run, ev))  # rounded as written; keeps the display order
     (run.dir / "metrics.json").write_text(dumps(doc))
     figures = make_figures(run, ev, doc)

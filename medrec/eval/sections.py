@@ -77,3 +77,27 @@ def aggregate_notes(doc: dict) -> list[str]:
     notes += [f"{level}-level results unavailable: {res['unavailable']}"
               for level, res in section["levels"].items() if "unavailable" in res]
     return notes
+
+
+def stability_table(doc: dict) -> tuple[list[str], list[list[str]]]:
+    """Per (label, rule): stored threshold with its bootstrap interval, cross-fitted sensitivity
+    and specificity with CIs; the run's own rule marked "(this run)"."""
+    section = doc["threshold_stability"]
+    head = ["label", "rule", "stored threshold", "threshold 95% interval", "sensitivity (95% CI)",
+            "specificity (95% CI)"]
+    rows = []
+    for r in section["rows"]:
+        iv = r["threshold_interval"]
+        interval = "—" if iv["ci_low"] is None else f"{iv['ci_low']:.4f} to {iv['ci_high']:.4f}"
+        rule = r["rule"] + (" (this run)" if r["rule"] == section["rule"] else "")
+        rows.append([r["label"], rule, _fmt(r["threshold"], 4), interval, _ci(r["sensitivity"]),
+                     _ci(r["specificity"])])
+    return head, rows
+
+
+def stability_notes(doc: dict) -> list[str]:
+    return [f"How far the operating point would move with other patients: {doc['threshold_stability']['method']}. "
+            "A wide threshold interval means the threshold will not transfer precisely to new data; a rule "
+            "stated as a target (sensitivity:0.9) keeps its meaning when the score scale shifts, and its "
+            "cross-fitted sensitivity with CI shows how well the target held on unseen folds."]
+

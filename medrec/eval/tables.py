@@ -91,10 +91,20 @@ def _threshold_text(doc: dict) -> str:
     if t is None:
         return f"{op['rule']} (no threshold)"
     if isinstance(t, dict):
-        t = ", ".join(f"{k}: {_fmt(v, 4)}" for k, v in t.items())
+        t = ", ".join(f"{k}: {_fmt(v, 4)}{stored_interval(doc, k) or ''}" for k, v in t.items())
     else:
-        t = _fmt(t, 4)
+        t = _fmt(t, 4) + (stored_interval(doc, doc["labels"][0]) or "")
     return f"rule {op['rule']}; selection: {op['selection']}; stored threshold (all OOF predictions): {t}"
+
+
+def stored_interval(doc: dict, label: str) -> str | None:
+    """" (bootstrap 95% interval a to b)" of the run's own stored threshold for `label`."""
+    section = doc.get("threshold_stability")
+    for r in (section or {}).get("rows", []):
+        if r["label"] == label and r["rule"] == section["rule"] and r["threshold_interval"]["ci_low"] is not None:
+            iv = r["threshold_interval"]
+            return f" (bootstrap 95% interval {iv['ci_low']:.4f} to {iv['ci_high']:.4f})"
+    return None
 
 
 def metric_rows(doc: dict) -> list[tuple[str, str, str, str]]:

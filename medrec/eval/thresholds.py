@@ -57,14 +57,30 @@ def _rule_index(y: np.ndarray, score: np.ndarray, kind: str, value: float | None
     tpr - fpr in floating point can differ in the last bit and pick the lower one.
     """
     tp, fp, _ = ranked_counts(y, score)
-    tp, fp = np.rint(tp[0]).astype(np.int64), np.rint(fp[0]).astype(np.int64)
-    n_pos, n_neg = int(tp[-1]), int(fp[-1])
+    tp, fp = np.rint(tp).astype(np.int64), np.rint(fp).astype(np.int64)
+    return int(rule_indices(tp, fp, kind, value)[0])
+
+
+def rule_indices(tp: np.ndarray, fp: np.ndarray, kind: str, value: float | None,
+                 present: np.ndarray | None = None) -> np.ndarray:
+    """Per row of cumulative counts (b, t + 1) from `ranked_counts`, the index the rule picks.
+
+    With integer-valued counts (weights one, or bootstrap counts) every comparison is exact.
+    `present` (b, t + 1) marks the thresholds that are observed scores of that row's data (a
+    bootstrap resample leaves some scores out); the rule only picks those, as it would on the
+    resampled rows themselves. Rows without both classes get -1.
+    """
+    n_pos, n_neg = tp[:, -1:], fp[:, -1:]
+    present = np.ones(tp.shape, dtype=bool) if present is None else present
     if kind == "youden":
-        return int(np.argmax(tp * n_neg - fp * n_pos))  # first maximum = highest threshold
-    # sensitivity >= x  <=>  tp >= x * P; the small slack absorbs x * P's rounding (x = 0.95, P = 20)
-    if kind == "sensitivity":
-        return int(np.flatnonzero(tp >= value * n_pos - 1e-9)[0])
-    return int(np.flatnonzero(n_neg - fp >= value * n_neg - 1e-9)[-1])
+        j = tp * n_neg - fp * n_pos  # Youden's J times P * N: exact in integers
+        out = np.argmax(np.where(present, j, j.min() - 1), axis=1)  # first maximum = highest threshold
+    elif kind == "sensitivity":  # tp >= x * P; the slack absorbs x * P's rounding (x = 0.95, P = 20)
+        out = np.argmax(tp >= value * n_pos - 1e-9, axis=1)
+    else:  # the lowest present threshold whose specificity is >= x
+        ok = (n_neg - fp >= value * n_neg - 1e-9) & present
+        out = ok.shape[1] - 1 - np.argmax(ok[:, ::-1], axis=1)
+    return np.where((n_pos[:, 0] > 0) & (n_neg[:, 0] > 0), out, -1)
 
 
 def crossfit_thresholds(
