@@ -7,8 +7,9 @@ PneumoniaMNIST epoch took 806 s with 2 threads against 73 s with 1 on this proje
 machine. Passive waiting (threads sleep at barriers) removes the spinning; benchmarks/threads.py
 measures the settings side by side, idle and beside a competing process (README, "Threads").
 
-`train.threads: auto` (the default) is one thread per CPU this process may run on, with the
-passive wait policy that every medrec command line sets before torch loads.
+`train.threads: auto` (the default) is one thread per CPU this process may run on (shared out
+among DDP ranks on one machine; OMP_NUM_THREADS, when set, wins), with the passive wait policy
+that every medrec command line sets before torch loads.
 """
 
 from __future__ import annotations
@@ -43,7 +44,10 @@ def usable_cpus() -> int:
 def resolve_threads(setting: int | str | None) -> int | None:
     """The torch intra-op thread count of a `train.threads` value; None leaves torch's default."""
     if setting == "auto":
-        return usable_cpus()
+        if os.environ.get("OMP_NUM_THREADS"):
+            return None  # the user or the launcher chose (torchrun sets 1 per rank): torch already uses it
+        ranks_here = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # DDP ranks sharing this machine's CPUs
+        return max(1, usable_cpus() // max(ranks_here, 1))
     return None if setting is None else int(setting)
 
 
