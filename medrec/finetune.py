@@ -99,6 +99,8 @@ def progress_factory(cfg: ExperimentConfig, quiet: bool):
 
 def summary(run_dir: Path, info: dict) -> str:
     """The one-screen summary printed at the end of a run."""
+    from medrec import runfolder as rf
+
     lines = ["", f"medrec run: {run_dir}", f"  status:         {info.get('status')}",
              f"  initialisation: {info.get('initialisation')}",
              f"  wall time:      {info.get('wall_time_s', 0):.0f} s"]
@@ -113,7 +115,7 @@ def summary(run_dir: Path, info: dict) -> str:
         lines.append(f"  threshold:      {info['threshold']} ({info.get('operating_point')})")
     for f in info.get("folds", []):
         lines.append(f"  fold {f['fold']}: {f['n_train']} train / {f['n_val']} val images, {f['epochs']} epochs")
-    for name in ("report.html", "metrics.json", "oof_predictions.csv", "train.log", "errors.csv"):
+    for name in ("report.html", "metrics.json", rf.OOF_CSV, "train.log", rf.ERRORS_CSV):
         if (run_dir / name).exists():
             lines.append(f"  {name:<20} {run_dir / name}")
     return "\n".join(lines)

@@ -200,3 +200,34 @@ def test_npz_split_is_predicted_with_its_labels(run, tmp_path, capsys):
     assert metrics["metrics"]["auroc"]["value"] == pytest.approx(roc_auc_score(preds["label"], preds["score"]), abs=1e-6)
     assert predict(run, npz, out, "--split", "val") == 2
     assert "valid: ['test', 'train']" in capsys.readouterr().err
+
+
+def test_threshold_is_stated_as_single_model_and_can_be_tuned_on_a_separate_labelled_set(run, tmp_path):
+    from sklearn.metrics import roc_curve
+
+    table = oof(run)
+    patients = sorted(table["patient_id"].unique())
+    tune_rows = table[table["patient_id"].isin(patients[::2])]
+    report_rows = table[~table["patient_id"].isin(patients[::2])]
+    tune_csv, report_csv = tmp_path / "tune.csv", tmp_path / "report.csv"
+    tune_rows[["path", "patient_id", "label"]].to_csv(tune_csv, index=False)
+    report_rows[["path", "patient_id", "label"]].to_csv(report_csv, index=False)
+    assert predict(run, report_csv, tmp_path / "plain" / "preds.csv") == 0
+    plain = json.loads((tmp_path / "plain" / "preds.meta.json").read_text())
+    assert plain["threshold_source"] == "run.json" and "single fold models" in plain["threshold_chosen_on"]
+    # the ensemble's scores of the tuning set, and Youden's threshold on them computed independently
+    assert predict(run, tune_csv, tmp_path / "t" / "preds.csv") == 0
+    scored = read(tmp_path / "t" / "preds.csv")
+    fpr, tpr, thr = roc_curve(scored["label"], scored["score"], drop_intermediate=False)
+    j = tpr - fpr
+    expected = thr[1:][np.isclose(j[1:], j[1:].max())].max()  # the highest threshold among ties (README rule)
+    assert predict(run, report_csv, tmp_path / "tuned" / "preds.csv", "--tune-threshold", str(tune_csv)) == 0
+    meta = json.loads((tmp_path / "tuned" / "preds.meta.json").read_text())
+    assert meta["threshold"] == pytest.approx(expected, abs=1e-6)
+    assert meta["threshold_tuning"]["n_images"] == len(tune_rows) and "tune.csv" in meta["threshold_source"]
+    preds = read(tmp_path / "tuned" / "preds.csv")
+    assert (preds["pred"] == (preds["score"] >= meta["threshold"]).astype(int)).all()
+    metrics = json.loads((tmp_path / "tuned" / "preds.metrics.json").read_text())
+    assert "tuning set" in metrics["operating_point"]["chosen_on"]
+    # never on the data it then reports: overlapping patients are refused
+    assert predict(run, report_csv, tmp_path / "bad" / "preds.csv", "--tune-threshold", str(report_csv)) == 2
