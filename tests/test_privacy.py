@@ -300,3 +300,25 @@ def test_show_identifiers_removed_with_a_clear_error(tmp_path):
         load_config(path)
     path.write_text("privacy:\n  show_identifiers: false\n")  # as every saved run config holds it
     assert load_config(path).privacy.model_dump() == {"pseudonym_key_env": "MEDREC_PSEUDONYM_KEY"}
+
+
+def test_predict_refuses_identifying_paths_listed_in_a_manifest(tmp_path, monkeypatch):
+    import pandas as pd
+
+    from medrec.config import ExperimentConfig
+    from medrec.errors import DataError
+    from medrec.infer.inputs import collect_inputs
+
+    monkeypatch.setenv("MEDREC_PSEUDONYM_KEY", KEY_TEXT)
+    _dicom(tmp_path / IDENTIFYING_REL, "12345", "ISO_IR 100")
+    _dicom(tmp_path / "clean" / "2.dcm", "67890", "ISO_IR 100", name="Roe^Ann", birth="19700101", accession="B7")
+    manifest = tmp_path / "m.csv"
+    pd.DataFrame({"path": [IDENTIFYING_REL, "clean/2.dcm"], "patient_id": ["P1", "P2"]}).to_csv(manifest, index=False)
+    with pytest.raises(DataError, match=r"1 image path\(s\) .* AccessionNumber \(1\), PatientBirthDate \(1\), "
+                                        r"PatientID \(1\), PatientName \(1\)") as err:
+        collect_inputs(manifest, ExperimentConfig())
+    assert not any(v in str(err.value).lower() for v in ("smith", "john", "19451231", "5551234", "12345"))
+    table = collect_inputs(manifest, ExperimentConfig(), allow_identifying_paths=True).table
+    assert len(table) == 2 and not table["image_id"].str.contains("pt_12345|SMITH|1945", case=False).any()
+    pd.DataFrame({"path": ["clean/2.dcm"], "patient_id": ["P2"]}).to_csv(manifest, index=False)
+    assert len(collect_inputs(manifest, ExperimentConfig()).table) == 1

@@ -44,7 +44,7 @@ def collect_inputs(path: Path, cfg: ExperimentConfig, *, split: str = "test",
         raise DataError(f"--input {path} does not exist; give a DICOM/PNG/NIfTI file, a folder, a manifest CSV or an npz")
     name = path.name.lower()
     if path.is_file() and name.endswith(".csv"):
-        return _manifest_inputs(path, cfg)
+        return _manifest_inputs(path, cfg, allow_identifying_paths)
     if path.is_file() and name.endswith(".npz"):
         from medrec.data.sources import medmnist_table
 
@@ -72,12 +72,15 @@ def _with_slices(table: pd.DataFrame, cfg: ExperimentConfig) -> pd.DataFrame:
 
 
 
-def _manifest_inputs(path: Path, cfg: ExperimentConfig) -> Inputs:
-    from medrec.data.manifest import first_duplicate, image_ids
+def _manifest_inputs(path: Path, cfg: ExperimentConfig, allow_identifying_paths: bool = False) -> Inputs:
+    from medrec.data.manifest import NPZ_SEP, first_duplicate, image_ids
     from medrec.data.sources import load_manifest_csv
+    from medrec.io.headers import check_identifying_paths
 
     table = load_manifest_csv(path, root=None, image_column=cfg.data.image_column,
                               patient_column=cfg.data.patient_column)
+    files = [Path(p) for p in table["path"].astype(str).unique() if NPZ_SEP not in p]
+    check_identifying_paths(files, path.parent, allow_identifying_paths)  # as for folders (medrec.index)
     table = _with_slices(table, cfg)
     dup = first_duplicate(table)
     if dup is not None:

@@ -278,30 +278,52 @@ def file_identifiers(path: Path) -> dict[str, str | None] | None:
 def patient_pseudonyms(files: list[Path], root: Path | None, key_env: str, *,
                        allow_identifying_paths: bool = False) -> tuple[list[str | None], str | None]:
     """Keyed PatientID pseudonym of each file (None: not DICOM or no id) and the key's id, as the indexer
-    makes them; refuses files whose path (relative to `root`, else whole) carries one of their own
-    identifiers, as the indexer does, unless `allow_identifying_paths`.
+    makes them, after the indexer's identifying-path check (`check_identifying_paths`).
 
     Raises:
         DataError: identifying paths (how many, of which kinds, never the values) and the fix.
     """
-    from collections import Counter
+    from medrec.privacy import load_key
 
-    from medrec.errors import DataError
-    from medrec.privacy import identifying_paths_message, load_key
-
-    key, out, kinds, n_identifying = None, [], Counter(), 0
-    for f in files:
-        ids = file_identifiers(f) or {}
-        rel = Path(f).relative_to(root).as_posix() if root is not None else Path(f).as_posix().lstrip("/")
-        found = path_identifies(rel, ids) if ids else ()
-        kinds.update(found)
-        n_identifying += bool(found)
+    identities = [file_identifiers(f) or {} for f in files]
+    check_identifying_paths(files, root, allow_identifying_paths, identities)
+    key, out = None, []
+    for ids in identities:
         if ids.get("PatientID"):
             key = key or load_key(key_env)
             out.append(key.pseudonym(ids["PatientID"], "patient"))
         else:
             out.append(None)
-    if n_identifying and not allow_identifying_paths:
+    return out, key.key_id if key else None
+
+
+def check_identifying_paths(files: list[Path], root: Path | None, allow: bool,
+                            identities: list[dict[str, str | None]] | None = None) -> None:
+    """Refuse (unless `allow`) DICOM files whose path, relative to `root` when under it (else whole),
+    carries one of their own identifiers (`medrec.privacy.path_identifies`), as the indexer does.
+
+    Raises:
+        DataError: how many paths carry which kinds of identifier (never the values) and the fix.
+    """
+    from collections import Counter
+
+    from medrec.errors import DataError
+    from medrec.privacy import identifying_paths_message
+
+    if allow:
+        return
+    identities = identities if identities is not None else [file_identifiers(f) or {} for f in files]
+    kinds, n_identifying = Counter(), 0
+    for f, ids in zip(files, identities):
+        found = path_identifies(_relative(Path(f), root), ids) if ids else ()
+        kinds.update(found)
+        n_identifying += bool(found)
+    if n_identifying:
         raise DataError(identifying_paths_message(n_identifying, dict(kinds), root or "the input",
                                                   "the predictions' path column would carry them"))
-    return out, key.key_id if key else None
+
+
+def _relative(path: Path, root: Path | None) -> str:
+    if root is not None and path.is_relative_to(root):
+        return path.relative_to(root).as_posix()
+    return path.as_posix().lstrip("/")
