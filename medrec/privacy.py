@@ -16,6 +16,12 @@ Where the key comes from, first match wins:
    random bytes (hex) and mode 0600, and every use warns (`PseudonymKeyWarning`) that
    pseudonyms made with it match only on this account, how to share it, and that losing
    it gives new pseudonyms. A key file other users can read is refused, as ssh does.
+
+Also here, so that every reader treats identifiers one way: `read_identifiers`, the one decoder
+of PatientID / PatientName / birth date / AccessionNumber text (in the file's SpecificCharacterSet),
+used by the indexer, predict and `medrec.io.dicom.dicom_identifiers`; and `path_identifies`, the
+check that a file's path does not carry its own identifiers (index and predict refuse such trees
+unless told otherwise).
 """
 
 from __future__ import annotations
