@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 
+from medrec import runfolder as rf
 from medrec.eval.inputs import Run
 from medrec.eval.metrics import THRESHOLD_METRICS
 
@@ -149,7 +150,7 @@ def _provenance(run: Run) -> dict:
     keys = ("status", "initialisation", "weights_sha256", "data_fingerprint", "versions", "seeds")
     out = {k: info.get(k) for k in keys}
     out["name"] = run.cfg.name
-    out["config_sha256"] = hashlib.sha256((run.dir / "config.yaml").read_bytes()).hexdigest()
+    out["config_sha256"] = hashlib.sha256(rf.config_path(run.dir).read_bytes()).hexdigest()
     return out
 
 

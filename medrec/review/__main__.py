@@ -37,8 +37,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _check(args: argparse.Namespace, token: str | None) -> str | None:
     """The reason not to start, or None."""
-    if not (args.run_dir / "run.json").is_file():
-        return f"{args.run_dir} is not a medrec run folder (no run.json)"
+    from medrec import runfolder as rf
+
+    if not (args.run_dir / rf.RUN_JSON).is_file():
+        return f"{args.run_dir} is not a medrec run folder (no {rf.RUN_JSON})"
     if args.predictions and not args.predictions.is_file():
         return f"predictions file {args.predictions} not found"
     if not server.is_loopback(args.host) and not token:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from medrec import runfolder as rf
 from medrec.review import display as D
 from medrec.review.cases import OOF_CSV, Run, load_run
 from medrec.review.paths import file_stamp
@@ -23,8 +24,8 @@ def _load_run(run_dir: str, predictions: str | None, stamp: tuple) -> Run:
 def run(run_dir: str, predictions: str | None) -> Run:
     """The run, read again when run.json, config.yaml or the predictions file change."""
     files = [
-        Path(run_dir) / "run.json",
-        Path(run_dir) / "config.yaml",
+        Path(run_dir) / rf.RUN_JSON,
+        rf.config_path(run_dir),
         Path(predictions) if predictions else Path(run_dir) / OOF_CSV,
     ]
     stamp = tuple((str(f), f.stat().st_mtime_ns) for f in files if f.exists())

@@ -22,6 +22,8 @@ from medrec.runfolder.folder import (
     CONFIG_YAML,
     DEFAULT_THRESHOLD,
     ERRORS_CSV,
+    FOLD_OOF_CSV,
+    FOLDS_DIR,
     FORMAT,
     LAST_PT,
     OOF_CSV,
@@ -53,7 +55,7 @@ from medrec.runfolder.folder import (
 )
 
 __all__ = [
-    "BEST_PT", "CONFIG_YAML", "Checkpoint", "CheckpointMeta", "DEFAULT_THRESHOLD", "ERRORS_CSV", "FORMAT", "LAST_PT",
+    "BEST_PT", "CONFIG_YAML", "Checkpoint", "CheckpointMeta", "DEFAULT_THRESHOLD", "ERRORS_CSV", "FOLD_OOF_CSV", "FOLDS_DIR", "FORMAT", "LAST_PT",
     "OOF_CSV", "RUN_JSON", "SPLITS_CSV", "SUPPORTED", "TEST_SET_CSV", "Thresholds", "config_path", "fold_checkpoints",
     "fold_dir", "fold_name", "is_fold_done", "load_checkpoint", "model_from_checkpoint", "oof_path",
     "preprocessing_summary", "read_config", "read_fold_oof", "read_info", "read_info_if_any", "read_oof",

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medrec.config import ExperimentConfig, save_config, validate_config
+from medrec.config import ExperimentConfig, validate_config
+from medrec import runfolder as rf
 from medrec.errors import ConfigError
 from medrec.tune.space import Param, TuneConfig
 
@@ -130,7 +131,7 @@ class Objective:
         trial.set_user_attr("run_dir", rel)
         run_dir = self.study_dir / rel
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
+        rf.write_config(run_dir, cfg)
         value = float("nan")
         for step, only in enumerate(_fold_calls(cfg)):
             value = self._run_folds(cfg, run_dir, only)
@@ -151,7 +152,7 @@ class Objective:
             from medrec.eval.report import build_report  # cv.run no longer builds it (train -> eval edge)
 
             build_report(run_dir)
-        parts = sorted((run_dir / "folds").glob("*/oof.csv"))
+        parts = sorted((run_dir / rf.FOLDS_DIR).glob(f"*/{rf.FOLD_OOF_CSV}"))
         oof = pd.concat([pd.read_csv(p) for p in parts], ignore_index=True)
         return pooled_auroc(oof, cfg.data.task)
 
