@@ -1,15 +1,16 @@
-"""A run folder's evaluation inputs: run.json, config.yaml and oof_predictions.csv as arrays."""
+"""A run folder's evaluation inputs as arrays: read through medrec.runfolder (the one owner of
+run.json, config.yaml and oof_predictions.csv), then checked against the predictions contract."""
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from medrec.config import ExperimentConfig, load_config
+from medrec import runfolder as rf
+from medrec.config import ExperimentConfig
 from medrec.errors import CheckpointError, DataError
 from medrec.eval.oof import OOF
 
@@ -37,28 +38,17 @@ def load_run(run_dir: str | Path) -> Run:
         CheckpointError: a file is missing or unreadable.
         DataError: the predictions violate the run-folder contract.
     """
-    import pandas as pd
-
     run_dir = Path(run_dir).resolve()
-    paths = {n: run_dir / n for n in ("oof_predictions.csv", "run.json", "config.yaml")}
+    paths = {rf.OOF_CSV: rf.oof_path(run_dir), rf.RUN_JSON: run_dir / rf.RUN_JSON, rf.CONFIG_YAML: rf.config_path(run_dir)}
     missing = [n for n, p in paths.items() if not p.is_file()]
-    if missing:
+    if missing:  # name every missing file at once, before the run-folder readers name the first
         raise CheckpointError(
             f"{run_dir} is not a complete run folder: missing {', '.join(missing)}; "
             "point at a folder written by `python -m medrec.finetune`"
         )
-    try:
-        info = json.loads(paths["run.json"].read_text())
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{paths['run.json']} is not valid JSON: {exc}") from None
-    cfg = load_config(paths["config.yaml"])
-    ids = {"path": str, "image_id": str, "patient_id": str}
-    try:
-        table = pd.read_csv(paths["oof_predictions.csv"], dtype=ids)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{paths['oof_predictions.csv']} is not a readable CSV: {exc}") from None
+    info, cfg, table = rf.read_info(run_dir), rf.read_config(run_dir), rf.read_oof(run_dir)
     task = info.get("task") or cfg.data.task
-    oof, unit_kind = oof_from_table(table, task, _names(info, cfg, task), str(paths["oof_predictions.csv"]),
+    oof, unit_kind = oof_from_table(table, task, _names(info, cfg, task), str(paths[rf.OOF_CSV]),
                                     patient_level=info.get("patient_level"))
     return Run(run_dir, info, cfg, table, oof, unit_kind)
 

@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 
 from medrec.eval import plots
+from medrec.fileio import atomic_write_bytes, atomic_write_text
 from medrec.eval.aggregate import aggregate_results
 from medrec.eval.document import LEVEL, SCHEMA, dumps, json_ready, metrics_document
 from medrec.eval.evaluate import evaluate
@@ -47,15 +48,15 @@ def build_report(run_dir: str | Path) -> dict:
     ev["aggregate"] = aggregate_results(run)
     ev["threshold_stability"] = threshold_stability(run.oof, run.cfg.eval)
     doc = json_ready(metrics_document(run, ev))  # rounded as written; keeps the display order
-    (run.dir / "metrics.json").write_text(dumps(doc))
+    atomic_write_text(run.dir / "metrics.json", dumps(doc))
     figures = make_figures(run, ev, doc)
     plot_dir = run.dir / "plots"
     plot_dir.mkdir(exist_ok=True)
     for name, png in figures.items():
-        (plot_dir / f"{name}.png").write_bytes(png)
+        atomic_write_bytes(plot_dir / f"{name}.png", png)
     cases = worst_cases(run, ev, run.cfg.eval.worst_cases)
-    (run.dir / "report.html").write_text(render_html(run, doc, figures, cases), encoding="utf-8")
-    (run.dir / "report.md").write_text(render_markdown(run, doc, sorted(figures), cases), encoding="utf-8")
+    atomic_write_text(run.dir / "report.html", render_html(run, doc, figures, cases))
+    atomic_write_text(run.dir / "report.md", render_markdown(run, doc, sorted(figures), cases))
     log.info("report written to %s", run.dir / "report.html")
     return doc
 

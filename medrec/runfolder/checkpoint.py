@@ -15,12 +15,13 @@ from __future__ import annotations
 import pickle
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from medrec.errors import CheckpointError
 from medrec.fileio import atomic_write_bytes
+
+if TYPE_CHECKING:  # torch is imported where a checkpoint is saved or loaded: reports read run folders without it
+    import torch
 
 FORMAT = "medrec-checkpoint/2"
 LEGACY_FORMAT = "medrec-checkpoint/1"
@@ -100,6 +101,8 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint | dict[str, Any]) -> None
     """Write a checkpoint atomically (temporary file + fsync + rename); a dict goes through from_dict."""
     if isinstance(ckpt, dict):
         ckpt = Checkpoint.from_dict(ckpt, str(path))
+    import torch
+
     data = ckpt.to_dict()
     atomic_write_bytes(Path(path), lambda f: torch.save(data, f))
 
@@ -111,6 +114,8 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         CheckpointError: the file is missing, unsafe, truncated, not a medrec checkpoint or of an
             unknown format version.
     """
+    import torch
+
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} not found")
