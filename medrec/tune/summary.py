@@ -23,7 +23,7 @@ import yaml
 
 from medrec.config import ExperimentConfig, validate_config
 from medrec.fileio import atomic_write_bytes, atomic_write_json, atomic_write_text
-from medrec.tune.objective import trial_raw
+from medrec.tune.objective import set_key, trial_raw
 from medrec.tune.space import TunedFrom, TuneConfig
 
 log = logging.getLogger(__name__)
@@ -124,6 +124,7 @@ def best_config(raw: dict[str, Any], cfg: ExperimentConfig, study, study_dir: Pa
     tune = cfg.tune or TuneConfig()
     best = study.best_trial
     out = trial_raw(raw, best.params, TuneConfig())  # TuneConfig(): keep the base config's cv.folds
+    out = set_key(out, "data.manifest", data)  # absolute: the file lives in the study folder, not beside the config
     marker = TunedFrom(study=str(study_dir.resolve()), trials=n_trials, best_trial=best.number,
                        best_value=float(best.value), objective=objective_text(cfg, tune), data=data,
                        folds=tune.folds or cfg.cv.folds, seed=cfg.seed)
