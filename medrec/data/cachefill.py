@@ -49,7 +49,14 @@ def fill_cache(items: Sequence[dict], transform: Callable[[dict], dict], workers
 
     start = time.perf_counter()
     if workers <= 1 or len(items) < 2 * workers:
-        out = [transform(item) for item in items]
+        # One thread for torch while filling, as DataLoader workers have: the tensors here are small
+        # (one image at the target size), and a thread pool on a busy machine costs more than it gives.
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            out = [transform(item) for item in items]
+        finally:
+            torch.set_num_threads(threads)
     else:
         loader = torch.utils.data.DataLoader(_Preprocessed(items, transform), batch_size=None, shuffle=False,
                                              num_workers=workers, collate_fn=_as_is, prefetch_factor=8)

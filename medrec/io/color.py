@@ -69,7 +69,9 @@ class Conversion:
 
 def measure_colour(rgb: np.ndarray) -> ColourMeasure:
     """The colour measure of an (H, W, 3) uint8 array (module docstring)."""
-    spread = rgb.max(axis=2) - rgb.min(axis=2)  # uint8: no overflow, max >= min
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    # element-wise across three planes: numpy's max(axis=2) over a 3-long axis is ~50x slower
+    spread = np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b)  # uint8, max >= min
     n = spread.size or 1
     return ColourMeasure(
         mean_spread=float(spread.mean(dtype=np.float64)),
@@ -108,10 +110,16 @@ def pillow_to_grey(im: Any, path: Any, color: str = "auto") -> tuple[np.ndarray,
     if m.max_spread == 0:
         return rgb[..., 0].copy(), 255.0, Conversion(kind or "rgb_identical", alpha, m)
     if m.near_grey or color == "convert":
-        grey = rgb.astype(np.float32) @ np.asarray(BT601, dtype=np.float32)
+        grey = _luma(rgb)
         return grey, 255.0, Conversion(kind or "rgb_near_grey" if m.near_grey else "rgb_luma", alpha, m)
     raise ColourImageError(f"{path}: colour image ({mode}): {m.describe()}; set data.color: convert to read "
                            "it as luma (ITU-R BT.601), or leave it out")
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    """ITU-R BT.601 luma of an (H, W, 3) uint8 array, float32."""
+    wr, wg, wb = (np.float32(w) for w in BT601)
+    return rgb[..., 0] * wr + rgb[..., 1] * wg + rgb[..., 2] * wb
 
 
 def _stored_grey(im: Any) -> tuple[np.ndarray, float]:

@@ -118,13 +118,7 @@ def read_dicom(
         check_dicom_header(ds, path)  # one frame is decoded; before any pixel is
         _flatten_frame_groups(ds, index)
         stored = _decode_frame(ds, index, n_frames, path)
-        from pydicom.pixels import apply_modality_lut
-
-        modality = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
-        k = reduction_factor(*modality.shape, reduce_to)
-        # percentiles and min/max from a strided full-resolution sample: averaging would pull them in
-        sample = modality[::k, ::k] if k > 1 else None
-        modality = np.asarray(box_reduce(modality, k), dtype=np.float64)
+        modality, sample, k = _modality(stored, ds, reduce_to)
         inverted = ds.PhotometricInterpretation == "MONOCHROME1"
         if window is None:
             image = _mono1_constant(ds, modality) - modality if inverted else modality
@@ -138,6 +132,26 @@ def read_dicom(
     except Exception as exc:  # pydicom, numpy and decoder plugins raise many types
         raise DicomError(f"{path}: cannot read pixel data: {_describe(exc)}") from exc
     return image.astype(np.float32), meta
+
+
+def _modality(stored: np.ndarray, ds: Any, reduce_to: int | None) -> tuple[np.ndarray, Any, int]:
+    """Modality values (float64), reduced by k when asked (medrec.io.reduce), and a strided
+    full-resolution sample of them for percentiles and min/max, which averaging would pull inwards.
+
+    A rescale (slope, intercept) is linear, so the stored values are reduced first and only the
+    small array is rescaled; a Modality LUT Sequence need not be, so it is applied first.
+    """
+    from pydicom.pixels import apply_modality_lut
+
+    k = reduction_factor(*stored.shape, reduce_to)
+    if k == 1:
+        return np.asarray(apply_modality_lut(stored, ds), dtype=np.float64), None, 1
+    if "ModalityLUTSequence" in ds:
+        full = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+        return np.asarray(box_reduce(full, k), dtype=np.float64), full[::k, ::k], k
+    sample = np.asarray(apply_modality_lut(np.ascontiguousarray(stored[::k, ::k]), ds), dtype=np.float64)
+    reduced = box_reduce(stored, k)  # float32 box means: relative rounding ~1e-7
+    return np.asarray(apply_modality_lut(reduced, ds), dtype=np.float64), sample, k
 
 
 def dicom_identifiers(path: str | Path) -> dict[str, str | None]:

@@ -204,13 +204,16 @@ def _open_pillow(
             k = reduction_factor(im.size[1], im.size[0], reduce_to)
             scale = jpeg_draft(im, k)  # JPEG: the decoder itself decodes at 1/2, 1/4 or 1/8
             im.load()
-            rest = k // scale
+            rest, top = k // scale, None
+            if rest >= 2 and im.mode.startswith("I"):  # 16/32-bit: reduced as float in C, stored bit depth kept
+                top = 65535.0 if im.mode.startswith("I;16") or fmt == "PNG" else None
+                im = im.convert("F")
             if rest >= 2 and im.mode in PILLOW_REDUCE_MODES:
                 im, scale, rest = im.reduce(rest), scale * rest, 1
-            grey, top, conv = pillow_to_grey(im, path, color)
-            if rest >= 2:  # 16-bit, 32-bit int and palette images: reduced as grey values
+            grey, stored_top, conv = pillow_to_grey(im, path, color)
+            if rest >= 2:  # palette and bilevel images: reduced as grey values
                 grey, scale = box_reduce(grey, rest), scale * rest
-            return grey, top, conv, fmt, mode, scale
+            return grey, top or stored_top, conv, fmt, mode, scale
     except (ImageError, ConfigError):
         raise
     except Image.DecompressionBombError as exc:

@@ -48,4 +48,25 @@ def box_reduce(arr: np.ndarray, k: int) -> np.ndarray:
         return arr
     from PIL import Image
 
-    return np.asarray(Image.fromarray(np.asarray(arr, dtype=np.float32), "F").reduce(k))
+    arr = np.asarray(arr)
+    if arr.dtype in (np.uint8, np.uint16) and arr.flags.c_contiguous:
+        # zero-copy view for Pillow, converted to float and averaged in C
+        mode = "L" if arr.dtype == np.uint8 else "I;16"
+        im = Image.frombuffer(mode, arr.shape[::-1], arr, "raw", mode, 0, 1)
+        return np.asarray(im.convert("F").reduce(k))
+    return _numpy_box(np.asarray(arr, dtype=np.float32), k)
+
+
+def _numpy_box(a: np.ndarray, k: int) -> np.ndarray:
+    """The same boxes in numpy (float input, where Pillow would need a slow copy to take the array)."""
+    h, w = a.shape
+    rows, cols = h // k, w // k
+    out = np.empty((-(-h // k), -(-w // k)), np.float32)
+    out[:rows, :cols] = a[: rows * k, : cols * k].reshape(rows, k, cols, k).sum(axis=3).sum(axis=1) / (k * k)
+    if cols * k < w:
+        out[:rows, cols] = a[: rows * k, cols * k:].reshape(rows, k, -1).mean(axis=(1, 2))
+    if rows * k < h:
+        out[rows, :cols] = a[rows * k:, : cols * k].reshape(h - rows * k, cols, k).mean(axis=(0, 2))
+    if rows * k < h and cols * k < w:
+        out[rows, cols] = a[rows * k:, cols * k:].mean()
+    return out
