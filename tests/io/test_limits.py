@@ -173,3 +173,16 @@ def test_check_size_message_names_file_size_and_fix():
     assert str(e.value).startswith("f.dcm: DICOM header declares 10000 x 20000 = 200,000,000 pixels")
     assert "raise io.max_pixels" in str(e.value)
     check_size("f.dcm", "DICOM header", 10000, 10000, limits=Limits(max_pixels=10**8))  # at the limit: allowed
+
+
+def test_a_loaded_config_sets_the_limits_of_the_process(tmp_path):
+    from medrec.config import load_config
+
+    (tmp_path / "c.yaml").write_text("io: {max_pixels: 399, max_bytes: 5000}\n")
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(tmp_path / "a.png")
+    with use_limits(None):  # restores the limits in force before, whatever load_config sets
+        load_config(tmp_path / "c.yaml")
+        assert limits.current_limits() == Limits(399, 5000)
+        with pytest.raises(ImageTooLargeError, match="io.max_pixels = 399"):
+            read_image(tmp_path / "a.png")
+    assert limits.current_limits() == limits.DEFAULT_LIMITS
