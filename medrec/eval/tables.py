@@ -51,7 +51,38 @@ def header_rows(run: Run, doc: dict) -> list[tuple[str, str]]:
         ("Preprocessing", preprocessing_text(run.cfg.data)),
         ("Augmentation", run.cfg.data.augment.summary(run.cfg.data.modality)),
         *([("Tuned", run.cfg.tune.tuned_from.summary())] if run.cfg.tune and run.cfg.tune.tuned_from else []),
+        *_run_json_rows(info),
     ]
+
+
+def _run_json_rows(info: dict) -> list[tuple[str, str]]:
+    """Header rows from run.json when the run wrote them: how each fold's epoch was chosen and
+    the image flow (listed -> read, and how -> refused, by reason)."""
+    rows = []
+    selection = info.get("model_selection")
+    if isinstance(selection, dict) and selection.get("note"):
+        epochs = [e.get("epoch") for e in selection.get("epochs") or [] if isinstance(e, dict)]
+        chosen = f" (epochs chosen: {', '.join(map(str, epochs))})" if epochs else ""
+        rows.append(("Model selection", f"{selection['note']}{chosen}"))
+    flow = image_flow(info.get("images"))
+    if flow:
+        rows.append(("Image flow", flow))
+    return rows
+
+
+def image_flow(counts) -> str | None:
+    """run.json's "images" (medrec.data.reading.ReadCounts.to_dict) as one line, or None."""
+    if not isinstance(counts, dict) or "listed" not in counts:
+        return None
+    from medrec.data.reading import ReadCounts
+
+    try:
+        return ReadCounts(listed=int(counts["listed"]), read=int(counts.get("read", 0)),
+                          conversions=dict(counts.get("converted") or {}),
+                          alpha_not_opaque=int(counts.get("alpha_not_opaque", 0)),
+                          refused=dict(counts.get("refused") or {})).summary()
+    except (TypeError, ValueError):
+        return None
 
 
 def _count_row(data: dict) -> tuple[str, str]:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
 
-from medrec.data.manifest import table_slices
+from medrec.data.manifest import NPZ_SEP, table_slices
 from medrec.eval.inputs import Run
 from medrec.eval.oof import OOF
 
@@ -31,8 +32,33 @@ def worst_cases(run: Run, ev: dict, n: int) -> list[dict]:
     else:
         ids = np.array([f"row {i}" for i in range(len(t))])
     sections = _multiclass_errors(oof) if oof.task == "multiclass" else _threshold_errors(oof, ev["thresholds"])
-    return [{"title": title, "excluded": excluded, "cases": _pick(rows, n, t, ids, oof, run.cfg.data)}
+    roots = data_roots(run)
+    return [{"title": title, "excluded": excluded, "cases": _pick(rows, n, t, ids, oof, run.cfg.data, roots)}
             for title, rows, excluded in sections]
+
+
+def data_roots(run: Run) -> list[Path]:
+    """The folders thumbnails may be read from: the ones the run was trained on (config.yaml's
+    data.root and the manifest's folder). A relative one is taken from run.json's data_root when
+    that names the same folder, else from the working directory. A filesystem root, the home
+    folder or a parent of the working directory is never one: oof_predictions.csv is untrusted
+    input and must not make the report read (and embed) arbitrary files."""
+    data, recorded = run.cfg.data, run.info.get("data_root")
+    trained = ([Path(data.root)] if data.root else []) + ([Path(data.manifest).parent] if data.manifest else [])
+    roots = []
+    for p in trained:
+        if not p.is_absolute():
+            here = Path(os.path.realpath(recorded)) if isinstance(recorded, str) and "\x00" not in recorded else None
+            p = here if here is not None and p.parts and here.parts[-len(p.parts):] == p.parts else Path.cwd() / p
+        roots.append(Path(os.path.realpath(p)))
+    cwd, home = Path(os.path.realpath(Path.cwd())), Path(os.path.realpath(Path.home()))
+    return [r for r in roots if len(r.parts) > 1 and r != home and not (cwd != r and cwd.is_relative_to(r))]
+
+
+def _inside(path: str, roots: list[Path]) -> bool:
+    """True when the image file (an npz member: its npz file) resolves inside one of `roots`."""
+    real = Path(os.path.realpath(path.split(NPZ_SEP)[0]))
+    return any(real == r or real.is_relative_to(r) for r in roots)
 
 
 def _multiclass_errors(oof: OOF) -> list[tuple[str, list, int]]:
@@ -57,7 +83,7 @@ def _threshold_errors(oof: OOF, thresholds: np.ndarray) -> list[tuple[str, list,
             ("Worst false negatives (lowest scores)", sorted(fns, key=lambda r: r[2]), excluded[1])]
 
 
-def _pick(rows: list, n: int, table, ids: np.ndarray, oof: OOF, data_cfg=None) -> list[dict]:
+def _pick(rows: list, n: int, table, ids: np.ndarray, oof: OOF, data_cfg=None, roots=()) -> list[dict]:
     seen, out = set(), []
     paths = table["path"].astype(str).to_numpy()
     slices = table_slices(table)
@@ -70,7 +96,8 @@ def _pick(rows: list, n: int, table, ids: np.ndarray, oof: OOF, data_cfg=None) -
         out.append({"image_id": ids[i], "label": label, "score": float(score),
                     "threshold": None if thr is None else float(thr), "fold": int(oof.fold[i]),
                     "repeat": int(oof.repeat[i]),
-                    "thumbnail": thumbnail(paths[i], ids[i], data_cfg=data_cfg, slice_index=slices[i])})
+                    "thumbnail": thumbnail(paths[i], ids[i], data_cfg=data_cfg, slice_index=slices[i])
+                    if _inside(paths[i], roots) else None})
         if len(out) == n:
             break
     return out

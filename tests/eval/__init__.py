@@ -63,13 +63,17 @@ def oof_table(task: str, names: tuple[str, ...], *, n_patients: int = 45, images
 
 
 def write_run(run_dir: Path, table: pd.DataFrame, task: str, names: tuple[str, ...], *,
-              name: str = "demo-run", eval_cfg: dict | None = None, info: dict | None = None) -> Path:
-    """A run folder with oof_predictions.csv, run.json and config.yaml (via medrec.config.save_config)."""
+              name: str = "demo-run", eval_cfg: dict | None = None, info: dict | None = None,
+              data_cfg: dict | None = None) -> Path:
+    """A run folder with oof_predictions.csv, run.json and config.yaml (via medrec.config.save_config).
+
+    The images are taken to live under /data/demo (data.root, where oof_table puts them) unless
+    `data_cfg` says otherwise: report thumbnails are only read inside the run's data folders."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     table.to_csv(run_dir / "oof_predictions.csv", index=False)
     cfg = ExperimentConfig.model_validate({
-        "name": name, "data": {"task": task},
+        "name": name, "data": {"task": task, "root": "/data/demo", **(data_cfg or {})},
         "eval": {"bootstrap": 200, "bootstrap_seed": 3, "worst_cases": 4, **(eval_cfg or {})},
     })
     save_config(cfg, run_dir / "config.yaml")

@@ -261,7 +261,7 @@ def test_ct_report_shows_slices_of_one_volume_and_its_preprocessing(tmp_path):
     run = write_run(tmp_path / "run", table, "binary", ("bleed",), eval_cfg={"bootstrap": 20, "worst_cases": 3})
     cfg = ExperimentConfig.model_validate({
         "name": "demo-run", "data": {"task": "binary", "label_columns": ["bleed"], "modality": "ct",
-                                     "channels": ["brain", "bone"], "slice": "all"},
+                                     "channels": ["brain", "bone"], "slice": "all", "root": str(data)},
         "eval": {"bootstrap": 20, "bootstrap_seed": 3, "worst_cases": 3}})
     save_config(cfg, run / "config.yaml")
     doc = build_report(run)
@@ -295,3 +295,56 @@ def test_preprocessing_line_names_modality_windows_intensity_and_slice(data, tex
     from medrec.eval.report import preprocessing_text
 
     assert preprocessing_text(DataConfig(**data)) == f"{text} · 224 px"
+
+
+def test_header_states_image_flow_and_model_selection_from_run_json(tmp_path):
+    from medrec.data.reading import ReadCounts, ReadInfo
+
+    counts = ReadCounts()
+    for _ in range(5):
+        counts.add(ReadInfo())
+    counts.add(ReadInfo("rgb_near_grey"))
+    counts.add(error="x.png: colour image refused")
+    counts.add(error="y.dcm: cannot decode")
+    selection = {"rule": "best auroc", "monitored_on": "inner", "inner_fraction": 0.15,
+                 "note": "epoch chosen on an inner patient-grouped split of each training fold",
+                 "epochs": [{"fold": 0, "repeat": 0, "epoch": 3}, {"fold": 1, "repeat": 0, "epoch": 5}]}
+    table = oof_table("binary", ("effusion",), n_patients=20, seed=3)
+    run = write_run(tmp_path / "run", table, "binary", ("effusion",), eval_cfg={"bootstrap": 10, "worst_cases": 0},
+                    info={"images": counts.to_dict(), "model_selection": selection})
+    build_report(run)
+    html = (run / "report.html").read_text()
+    assert f"<td>Image flow</td><td>{counts.summary()}</td>" in html
+    assert "8 images listed, 6 read" in counts.summary()  # the line the io helper's ReadCounts writes
+    assert ("<td>Model selection</td><td>epoch chosen on an inner patient-grouped split of each training fold "
+            "(epochs chosen: 3, 5)</td>") in html
+
+
+def test_thumbnails_are_read_only_inside_the_runs_data_folder(tmp_path):
+    from PIL import Image
+
+    data, elsewhere = tmp_path / "data", tmp_path / "private"
+    data.mkdir()
+    elsewhere.mkdir()
+    table = oof_table("binary", ("effusion",), n_patients=12, images=1, folds=2, seed=0)
+    negatives = table.index[table["label"] == 0][:2]
+    table.loc[negatives, "score"] = [0.99, 0.98]  # the two worst false positives
+    pixels = np.arange(32 * 32, dtype=np.uint8).reshape(32, 32)
+    Image.fromarray(pixels).save(data / "inside.png")
+    Image.fromarray(pixels).save(elsewhere / "secret.png")
+    # a crafted predictions file: one path inside the data folder, one outside, one escaping it with ..
+    table.loc[negatives, "path"] = [str(data / "inside.png"), str(elsewhere / "secret.png")]
+    run = write_run(tmp_path / "run", table, "binary", ("effusion",), eval_cfg={"bootstrap": 10, "worst_cases": 2},
+                    data_cfg={"root": str(data)})
+    build_report(run)
+    html = (run / "report.html").read_text()
+    cards = html.split("Worst false positives")[1].split("<h3>")[0]
+    first, second = cards.split('<div class="case">')[1:3]
+    assert "data:image/png;base64," in first and table.loc[negatives[0], "image_id"] in first
+    assert "thumbnail unavailable" in second and table.loc[negatives[1], "image_id"] in second
+    table.loc[negatives[1], "path"] = str(data / ".." / "private" / "secret.png")
+    run2 = write_run(tmp_path / "run2", table, "binary", ("effusion",), eval_cfg={"bootstrap": 10, "worst_cases": 2},
+                     data_cfg={"root": str(data)})
+    build_report(run2)
+    second = (run2 / "report.html").read_text().split("Worst false positives")[1].split('<div class="case">')[2]
+    assert "thumbnail unavailable" in second
