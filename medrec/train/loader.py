@@ -102,6 +102,10 @@ class TrainLoader:
         self.seed.value.fill_(epoch_seed)
         if isinstance(self.sampler, DistributedSampler):
             self.sampler.seed = epoch_seed
+        if getattr(self.loader, "_iterator", None) is not None:
+            # Persistent workers: torch reuses its iterator and skips the base-seed draw that a new
+            # iterator takes from the generator first; take it here so the order matches a fresh start.
+            torch.empty((), dtype=torch.int64).random_(generator=self.gen)
         if self.workers == 0:
             # What MONAI's DataLoader does at construction without workers: the transforms' seed is
             # the generator's first draw, and the generator is then reset to its seed.
