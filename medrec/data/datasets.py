@@ -17,7 +17,8 @@ from monai.data import Dataset, PersistentDataset
 
 from medrec.config import DataConfig
 from medrec.data.manifest import Manifest, table_slices
-from medrec.data.transforms import ERROR_KEY, preprocess_hash, preprocess_transforms
+from medrec.data.reading import ReadCounts, ReadInfo
+from medrec.data.transforms import ERROR_KEY, READ_KEY, preprocess_hash, preprocess_transforms
 
 log = logging.getLogger(__name__)
 
@@ -55,15 +56,21 @@ def build_base_dataset(manifest: Manifest, cfg: DataConfig, cache_root: Path, *,
         base = PersistentDataset(items, pre, cache_dir=cache_dir)
     else:
         base = Dataset(items, pre)
-    errors = [(i, item[ERROR_KEY]) for i, item in enumerate(_scan(base, cfg)) if item is not None]
+    errors, base.read_counts = _scan(base)  # read_counts: how the images were read, for run.json
     return base, errors
 
 
-def _scan(base, cfg: DataConfig):
-    """Yield the read error of each item (None when it read fine), filling disk caches on the way."""
+def _scan(base) -> tuple[list[tuple[int, str]], ReadCounts]:
+    """The (row, reason) read errors and the read counts, filling disk caches on the way."""
+    errors, counts = [], ReadCounts()
     for i in range(len(base)):
         item = base[i]
-        yield item if ERROR_KEY in item else None
+        if ERROR_KEY in item:
+            errors.append((i, item[ERROR_KEY]))
+            counts.add(error=item[ERROR_KEY])
+        else:
+            counts.add(ReadInfo(item.get(READ_KEY, "grey")))
+    return errors, counts
 
 
 class FoldDataset(torch.utils.data.Dataset):

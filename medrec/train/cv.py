@@ -133,6 +133,9 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, base_dir: Path, only_fold: int 
     mean, std = input_normalization(cfg)
     manifest, base, splits, fingerprint = prepare_data(cfg, run_dir, base_dir)
     info = runinfo.start(run_dir, cfg, manifest, provenance, device, fingerprint)
+    if dist.is_main() and getattr(base, "read_counts", None) is not None:  # listed -> read -> refused, by reason
+        info["images"] = base.read_counts.to_dict()
+        runinfo.write(run_dir, info)
     if preview and dist.is_main() and not (run_dir / "preview.png").exists():  # medrec tune: off per trial
         write_preview(cfg, manifest, base, splits, run_dir, mean, std)
     ctx = FoldContext(cfg, manifest, base, run_dir, device, {"mean": list(mean), "std": list(std)}, arch,

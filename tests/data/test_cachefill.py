@@ -26,3 +26,19 @@ def test_worker_processes_fill_the_same_cache_in_order(tmp_path):
         np.testing.assert_array_equal(np.asarray(a["image"]), np.asarray(b["image"]))
         assert a.get(ERROR_KEY) == b.get(ERROR_KEY)
     assert "bad.png" in workers[9][ERROR_KEY] and ERROR_KEY not in workers[0]
+
+
+def test_base_dataset_counts_how_images_were_read(tmp_path):
+    from medrec.data.datasets import build_base_dataset
+    from medrec.data.sources import load_source
+
+    grey = np.random.default_rng(1).integers(0, 256, (20, 20), dtype=np.uint8)
+    Image.fromarray(grey).save(tmp_path / "g.png")
+    Image.fromarray(grey).convert("RGB").save(tmp_path / "rgb.png")
+    Image.fromarray(np.dstack([grey, 255 - grey, grey]), "RGB").save(tmp_path / "colour.png")
+    (tmp_path / "m.csv").write_text("path,patient_id,label\ng.png,p1,0\nrgb.png,p2,1\ncolour.png,p3,0\n")
+    cfg = DataConfig(manifest=str(tmp_path / "m.csv"), image_size=16, num_workers=0)
+    base, errors = build_base_dataset(load_source(cfg, tmp_path), cfg, tmp_path / "cache")
+    assert [i for i, _ in errors] == [2] and "colour image" in errors[0][1]
+    assert base.read_counts.to_dict() == {"listed": 3, "read": 2, "converted": {"rgb_identical": 1},
+                                          "alpha_not_opaque": 0, "refused": {"colour": 1}}
