@@ -87,8 +87,8 @@ def measure(args, name: str, tmp: Path, loaded: bool) -> dict:
 
 def table(results: dict[str, dict]) -> str:
     best_idle = max(r["idle"]["images_per_s"] for r in results.values())
-    lines = ["| setting | idle images/s | vs best idle | with 1 competing process | kept under load | load avg before (idle; loaded) |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| setting | idle images/s | vs best idle | with 1 competing process | kept under load "
+             "| load avg before (idle; loaded) |", "|---|---|---|---|---|---|"]
     for name, r in results.items():
         idle, busy = r["idle"]["images_per_s"], r["loaded"]["images_per_s"]
         lines.append(f"| {name} | {idle:.1f} | {idle / best_idle:.2f} | {busy:.1f} | {busy / idle:.2f} | "

@@ -30,7 +30,8 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 
-from medrec.samples.common import file_meta, generator_main, prepare_folder, smooth_noise, soft, write_manifest
+from medrec.samples.common import (add_patient, file_meta, generator_main, prepare_folder, smooth_noise, soft,
+                                  write_manifest)
 
 SEED = 20240611
 DEFAULT_PATIENTS = 30
@@ -244,14 +245,9 @@ def make_dataset(p: dict, k: int, stored: np.ndarray, enc: dict, study_date: dt.
     ds.Modality = p["modality"]
     if p["modality"] == "DX":
         ds.PresentationIntentType = "FOR PRESENTATION"
-    ds.Manufacturer = "medrec synthetic phantom"
-    ds.ReferringPhysicianName = ""
     ds.StudyDescription = "CHEST"
     ds.SeriesDescription = f"CHEST {'AP' if enc['ap'] else 'PA'}"
-    ds.PatientName = p["name"]
-    ds.PatientID = p["patient_id"]
-    ds.PatientBirthDate = p["birth"].strftime("%Y%m%d")
-    ds.PatientSex = p["sex"]
+    add_patient(ds, p)
     ds.BodyPartExamined = "CHEST"
     ds.ViewPosition = "AP" if enc["ap"] else "PA"
     ds.StudyInstanceUID = uid(p["index"], k, "study")

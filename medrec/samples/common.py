@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from pydicom.dataset import FileMetaDataset
+from pydicom.dataset import Dataset, FileMetaDataset
 
 
 def smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
@@ -36,6 +36,16 @@ def file_meta(sop_class: str, sop_uid: str, syntax: str, implementation: tuple[s
     meta.TransferSyntaxUID = syntax
     meta.ImplementationClassUID, meta.ImplementationVersionName = implementation
     return meta
+
+
+def add_patient(ds: Dataset, p: dict) -> None:
+    """The (invented) patient module and the phantom's maker: what the tests prove medrec never outputs."""
+    ds.Manufacturer = "medrec synthetic phantom"
+    ds.ReferringPhysicianName = ""
+    ds.PatientName = p["name"]
+    ds.PatientID = p["patient_id"]
+    ds.PatientBirthDate = p["birth"].strftime("%Y%m%d")
+    ds.PatientSex = p["sex"]
 
 
 def prepare_folder(folder: Path, pattern: re.Pattern) -> None:

@@ -38,7 +38,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 
-from medrec.samples.common import file_meta, generator_main, prepare_folder, write_manifest
+from medrec.samples.common import add_patient, file_meta, generator_main, prepare_folder, write_manifest
 from medrec.samples.ct_head_phantom import SEED, SIZE, Slice, draw_patient, draw_slice  # noqa: F401 (API)
 
 DEFAULT_PATIENTS = 30
@@ -76,15 +76,10 @@ def make_dataset(p: dict, k: int, stored: np.ndarray) -> Dataset:
     ds.AcquisitionTime = ds.ContentTime = f"1416{k:02d}"
     ds.AccessionNumber = f"SYNCT{index:04d}"
     ds.Modality = "CT"
-    ds.Manufacturer = "medrec synthetic phantom"
     ds.ManufacturerModelName = "head phantom"
-    ds.ReferringPhysicianName = ""
     ds.StudyDescription = "CT HEAD WO CONTRAST"
     ds.SeriesDescription = f"HEAD {p['thickness']:g}mm"
-    ds.PatientName = p["name"]
-    ds.PatientID = p["patient_id"]
-    ds.PatientBirthDate = p["birth"].strftime("%Y%m%d")
-    ds.PatientSex = p["sex"]
+    add_patient(ds, p)
     ds.PatientAge = f"{p['age']:03d}Y"
     ds.BodyPartExamined = "HEAD"
     add_acquisition(ds, p)

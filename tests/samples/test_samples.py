@@ -36,7 +36,8 @@ def three_patients(tmp_path_factory) -> Path:
 def test_files_are_the_committed_bytes_of_the_first_patients(three_patients, name):
     written = rows(three_patients / name)
     committed = {r["path"]: r for r in rows(COMMITTED / name)}
-    assert written and {r["patient_id"] for r in written} == set(sorted({r["patient_id"] for r in committed.values()})[:3])
+    first_three = sorted({r["patient_id"] for r in committed.values()})[:3]
+    assert written and {r["patient_id"] for r in written} == set(first_three)
     for r in written:
         assert r == committed[r["path"]]  # every column, the label included
         assert filecmp.cmp(three_patients / name / r["path"], COMMITTED / name / r["path"], shallow=False), r["path"]
