@@ -85,7 +85,6 @@ def read_image(
     """Read one 2-D grayscale image as float32, with de-identified metadata.
 
     Every reader checks the decoded size from the header first (`medrec.io.limits`).
-
     Args:
         path: an image file; `medrec.io.formats.image_reader` decides which reader reads it.
         frame: DICOM multi-frame frame, or NIfTI 4-D volume; default the middle one.
@@ -104,8 +103,7 @@ def read_image(
         (medrec.io.color.Conversion.kind; "grey" for DICOM and NIfTI).
 
     Raises:
-        ImageError: the file cannot be read (DicomError, ImageTooLargeError and ColourImageError
-            are subclasses that say why).
+        ImageError: the file cannot be read (subclasses DicomError, ImageTooLargeError, ColourImageError).
         ConfigError: `window` or `color` is not valid.
     """
     path = Path(path)
