@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from medrec import runfolder as rf
-from medrec.errors import DataError
+from medrec.errors import DataError, MedrecError
 from medrec.exitcodes import handle_errors
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,8 @@ def write_oof_cams(run_dir: str | Path, *, device: str | None = None, batch_size
                    workers: int = 0) -> dict[str, Any]:
     """Write RUN/cams/<image_id>.npy for every out-of-fold image from its own fold's model.
 
-    Returns {"folder", "written", "folds", "seconds"}.
+    Returns {"folder", "written", "failed", "folds", "seconds"}; an image that cannot be read
+    gets no map (listed in the log), the others are still written.
 
     Raises:
         MedrecError (CheckpointError, DataError, ...): no OOF predictions or a fold checkpoint missing.
@@ -70,20 +71,37 @@ def write_oof_cams(run_dir: str | Path, *, device: str | None = None, batch_size
     oof = _oof_images(run_dir)
     folder = run_dir / CAMS_DIR
     settings = {"batch_size": batch_size, "workers": workers}
-    written = 0
+    written, failed = 0, []
     for fold, rows in oof.groupby("fold", sort=True):
         ens = load_ensemble(run_dir, [rf.fold_name(int(fold), 0)], device=device)
-        rows = rows.reset_index(drop=True)
-        if ens.task == "multilabel":
-            written += _multilabel_cams(ens, rows, folder, settings)
-        else:
-            written += _cams(ens, rows, None, folder, settings)
+        n, bad = _fold_cams(ens, rows.reset_index(drop=True), folder, settings)
+        written, failed = written + n, failed + bad
         log.info("Grad-CAM: fold %d done (%d images)", int(fold), len(rows))
-    return {"folder": str(folder), "written": written, "folds": int(oof["fold"].nunique()),
+    if failed:
+        log.warning("Grad-CAM: no map for %d image(s) that could not be read: %s", len(failed),
+                    "; ".join(failed[:10]) + (" ..." if len(failed) > 10 else ""))
+    return {"folder": str(folder), "written": written, "failed": len(failed), "folds": int(oof["fold"].nunique()),
             "seconds": round(time.time() - start, 1)}
 
 
-def _cams(ens, rows: pd.DataFrame, cam_class: int | None, folder: Path, settings: dict) -> int:
+def _fold_cams(ens, rows: pd.DataFrame, folder: Path, settings: dict) -> tuple[int, list[str]]:
+    """Maps of one fold's images in batches; if a batch fails on a bad file, image by image,
+    so that one unreadable image costs only its own map."""
+    one = _multilabel_cams if ens.task == "multilabel" else _cams
+    try:
+        return one(ens, rows, folder, settings), []
+    except (MedrecError, OSError, ValueError) as exc:
+        log.info("Grad-CAM: a batch failed (%s); computing this fold's maps one image at a time", exc)
+    written, failed = 0, []
+    for i in range(len(rows)):
+        try:
+            written += one(ens, rows.iloc[[i]].reset_index(drop=True), folder, settings)
+        except (MedrecError, OSError, ValueError) as exc:
+            failed.append(f"{rows['image_id'].iat[i]}: {type(exc).__name__}: {exc}")
+    return written, failed
+
+
+def _cams(ens, rows: pd.DataFrame, folder: Path, settings: dict, cam_class: int | None = None) -> int:
     from medrec.infer.outputs import write_cams
 
     return int(write_cams(ens, rows, cam_class, folder, settings, ens.device)["written"])
@@ -94,7 +112,7 @@ def _multilabel_cams(ens, rows: pd.DataFrame, folder: Path, settings: dict) -> i
     folder.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder, prefix=".labels-") as tmp:
         for k, _ in enumerate(ens.names):
-            _cams(ens, rows, k, Path(tmp) / str(k), settings)
+            _cams(ens, rows, Path(tmp) / str(k), settings, cam_class=k)
         written = 0
         for image_id in rows["image_id"].astype(str):
             parts = [Path(tmp) / str(k) / f"{image_id}.npy" for k in range(len(ens.names))]
@@ -135,5 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.clean:
         shutil.rmtree(args.run_dir / CAMS_DIR, ignore_errors=True)
     done = write_oof_cams(args.run_dir, device=args.device, batch_size=args.batch_size, workers=args.workers)
-    print(f"{done['written']} Grad-CAM maps from {done['folds']} fold models in {done['folder']} ({done['seconds']} s)")
+    failed = f"; {done['failed']} image(s) unreadable, see the log" if done["failed"] else ""
+    print(f"{done['written']} Grad-CAM maps from {done['folds']} fold models in {done['folder']} "
+          f"({done['seconds']} s{failed})")
     return 0

@@ -24,12 +24,14 @@ def _fold_maps(run, cam_inputs, tmp_path, k: int) -> dict[str, np.ndarray]:
 def test_oof_cams_come_from_each_images_own_fold_model(tmp_path, cam_inputs):
     run = fake_run(tmp_path / "run")
     folds = {"wide": 0, "square": 1}
-    pd.DataFrame([{"path": str(cam_inputs / f"{n}.png"), "image_id": f"{n}-oof", "patient_id": f"p{k}", "fold": k,
-                   "repeat": 0, "label": 1, "score": 0.5} for n, k in folds.items()]).to_csv(
-        run / "oof_predictions.csv", index=False)
+    rows = [{"path": str(cam_inputs / f"{n}.png"), "image_id": f"{n}-oof", "patient_id": f"p{k}", "fold": k,
+             "repeat": 0, "label": 1, "score": 0.5} for n, k in folds.items()]
+    ghost = {**rows[0], "path": str(tmp_path / "gone.png"), "image_id": "ghost-oof"}  # deleted since training
+    pd.DataFrame([rows[0], ghost, rows[1]]).to_csv(run / "oof_predictions.csv", index=False)
     cams_after_training(run, False)  # eval.cams: false
     assert not (run / "cams").exists()
-    assert main([str(run)]) == 0
+    assert main([str(run)]) == 0  # one unreadable image costs only its own map
+    assert not (run / "cams" / "ghost-oof.npy").exists()
     per_fold = [_fold_maps(run, cam_inputs, tmp_path, k) for k in (0, 1)]
     for name, k in folds.items():
         cam = np.load(run / "cams" / f"{name}-oof.npy")
