@@ -253,3 +253,17 @@ def _series_of(path: str) -> int:
     import pydicom
 
     return int(str(pydicom.dcmread(path, stop_before_pixels=True).SeriesInstanceUID).rsplit(".", 1)[1])
+
+
+@pytest.mark.parametrize(("windows", "k", "shown"), [(1, 1, [1]), (3, 1, [1, 4, 7]), (1, 2, [2]), (3, 0, [0, 1, 2])])
+def test_preview_draws_the_slice_itself_and_its_neighbours(windows, k, shown):
+    from medrec.data.preview_draw import _display, _neighbours
+
+    names = ["brain", "subdural", "bone"][:windows]
+    cfg = ExperimentConfig.model_validate({"data": {"modality": "ct", "channels": names, "context_slices": k}})
+    img = np.stack([np.full((4, 4), c / 10, np.float32) for c in range(cfg.data.num_channels)])  # value = channel/10
+    arr, _ = _display(img, cfg)
+    drawn = [arr[0, 0]] if arr.ndim == 2 else list(arr[0, 0])
+    assert drawn == pytest.approx([c / 10 for c in shown])
+    if k:
+        assert list(_neighbours(img, cfg)[0, 0]) == pytest.approx([0.0, k / 10, 2 * k / 10])  # first window
