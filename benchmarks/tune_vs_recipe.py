@@ -105,7 +105,9 @@ def print_result(res: dict, out: Path) -> None:
     print(f"          best parameters {s['best_params']}")
     print(f"  times   recipe {res.get('recipe_s', float('nan')):.0f} s, tune {res['tune_s']:.0f} s, "
           f"tuned run {res['tuned_s']:.0f} s; load before {res['load_before']}, after {res['load_after']}")
-    print(f"  DeLong  {out / 'compare.json'} (medrec report --compare)")
+    for d in res["compare"].get("delong", []):
+        print(f"  DeLong  tuned - recipe AUROC {-d['diff']:+.4f} (SE {d['se']:.4f}, z {-d['z']:.2f}, "
+              f"p {d['p_value']:.4g}); {out / 'compare.json'} (medrec report --compare)")
     print("  caveat  the tuned config was selected on these images: its OOF AUROC is optimistic; "
           "compare both runs on the test split for a fair verdict")
 

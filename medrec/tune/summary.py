@@ -70,6 +70,7 @@ def plot_trials(table: pd.DataFrame, space: dict, out_dir: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     out_dir.mkdir(parents=True, exist_ok=True)
     done = table[table["state"] == "complete"]
@@ -81,6 +82,7 @@ def plot_trials(table: pd.DataFrame, space: dict, out_dir: Path) -> None:
         best = done.set_index("trial")["objective"].reindex(table["trial"]).cummax().ffill()
         ax.step(table["trial"], best, where="post", color="k", lw=1, label="best so far")
     ax.set(xlabel="trial", ylabel="pooled OOF AUROC", title="objective per trial")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.legend(fontsize=7)
     _save(fig, out_dir / "objective.png")
     keys = list(space)
@@ -99,10 +101,12 @@ def _param_axis(ax, x: pd.Series, y: pd.Series, param) -> None:
         labels = [str(c) for c in param.choices]
         ax.plot([labels.index(str(v)) for v in x], y, "o")
         ax.set_xticks(range(len(labels)), labels, rotation=30, fontsize=7)
-    else:
+        ax.set_xlim(-0.5, len(labels) - 0.5)
+    else:  # the whole search range, so the plot shows where in the space the trials landed
         ax.plot(x.astype(float), y, "o")
         if param.kind.startswith("log"):
             ax.set_xscale("log")
+        ax.set_xlim(param.low, param.high)
 
 
 def _save(fig, path: Path) -> None:
