@@ -1,5 +1,8 @@
-"""`medrec samples DIR` (or `python -m medrec.samples DIR`): write the bundled synthetic data sets
-and their example configs, then train on one with `medrec finetune --config DIR/chest_xray.yaml`."""
+"""Write the bundled synthetic data sets and their example configs into a folder.
+
+`medrec samples DIR` (or `python -m medrec.samples DIR`), then train on one with
+`medrec finetune --config DIR/chest_xray.yaml`.
+"""
 
 from __future__ import annotations
 
