@@ -182,3 +182,24 @@ def test_review_flow_in_chromium(server: str, browser, run_dir: Path, tmp_path: 
     print(f"page change by keyboard: {page_s:.2f} s; screenshot: {shot}")
     assert page_s < 5, f"paging took {page_s:.1f} s"
     assert VerdictStore(run_dir).count() == 1  # no shortcut fired while typing or paging
+
+
+def test_token_url_opens_the_page_and_a_bare_url_asks_for_it(browser, run_dir: Path, tmp_path: Path):
+    """Behind the token gate the real page (scripts, WebSocket, images) works from the printed URL."""
+    from selenium.webdriver.common.by import By
+
+    from .test_server import TOKEN, _env, _serving
+
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    argv = [sys.executable, "-m", "medrec.review", str(run_dir), "--port", str(port)]
+    with _serving(argv, base, tmp_path / "server.log", _env(TOKEN)):
+        d = browser
+        d.get(f"{base}/")
+        assert "access token" in _page_text(d) and not _header(d)
+        d.find_element(By.NAME, "token").send_keys(TOKEN + "\n")  # the page's own form
+        _wait(d, lambda d: "Case 1 of 7" in _header(d), 60)
+        _wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "[data-testid='stImage'] img"))
+        d.delete_all_cookies()
+        d.get(f"{base}/")
+        assert "access token" in _page_text(d) and not _header(d)
