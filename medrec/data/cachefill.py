@@ -40,7 +40,8 @@ def _as_is(item: Any) -> Any:
 
 
 def fill_cache(items: Sequence[dict], transform: Callable[[dict], dict], workers: int) -> list[dict]:
-    """`transform(item)` for every item, in order, in `workers` processes (0 or 1: in this process).
+    """`transform(item)` for every item, in order, in `workers` processes (0: in this process), as
+    `data.num_workers` means for a DataLoader.
 
     Returns the items with "image" as a MetaTensor, as MONAI's chain returns it (from the workers
     without the record of the deterministic steps, which nothing downstream of the cache inverts).
@@ -48,7 +49,7 @@ def fill_cache(items: Sequence[dict], transform: Callable[[dict], dict], workers
     from monai.data import MetaTensor
 
     start = time.perf_counter()
-    if workers <= 1 or len(items) < 2 * workers:
+    if workers <= 0 or len(items) < 2 * workers:
         # One thread for torch while filling, as DataLoader workers have: the tensors here are small
         # (one image at the target size), and a thread pool on a busy machine costs more than it gives.
         threads = torch.get_num_threads()
@@ -65,6 +66,6 @@ def fill_cache(items: Sequence[dict], transform: Callable[[dict], dict], workers
             item["image"] = MetaTensor(torch.from_numpy(item["image"]))
             out.append(item)
     seconds = time.perf_counter() - start
-    log.info("cache filled: %d images in %.1f s (%.1f images/s, %d worker process(es))", len(out), seconds,
-             len(out) / seconds if seconds > 0 else float("nan"), max(workers, 1))
+    log.info("cache filled: %d images in %.1f s (%.1f images/s, %d worker process(es), 0: this one)", len(out), seconds,
+             len(out) / seconds if seconds > 0 else float("nan"), workers)
     return out
