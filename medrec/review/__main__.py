@@ -16,6 +16,7 @@ from pathlib import Path
 
 from medrec.exitcodes import handle_errors
 
+from medrec.exitcodes import handle_errors
 from medrec.review import server
 
 
@@ -52,6 +53,7 @@ def _check(args: argparse.Namespace, token: str | None) -> str | None:
     return None
 
 
+@handle_errors
 @handle_errors
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
