@@ -166,7 +166,8 @@ class _Checker:
         return num.where(~bad)
 
     def label(self, col: str, n_classes: int = 2) -> pd.Series:
-        num = self.number(col, lo=0, hi=n_classes - 1, required=False, what="a label (0 or 1) or empty")
+        what = "a label (0 or 1) or empty" if n_classes == 2 else f"a class index (0 to {n_classes - 1}) or empty"
+        num = self.number(col, lo=0, hi=n_classes - 1, required=False, what=what)
         frac = num.notna() & (num != np.round(num))
         self.note(frac, lambda r: f"{col} {one_line(r[col], 40)!r} is not a whole number")
         return num.where(~frac)

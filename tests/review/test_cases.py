@@ -262,3 +262,23 @@ def test_compose_cam_and_zoom():
     assert zoomed.shape == (32, 32, 3) and (zoomed[..., 0] == gray[16:48, 16:48]).all()
     corner = D.compose(gray, zoom=4.0, pan=(0.0, 1.0))
     assert (corner[..., 0] == gray[:16, 48:]).all()
+
+
+def test_multiclass_rows_with_bad_class_indices_are_listed(tmp_path: Path):
+    import json
+
+    run = build_run(tmp_path)
+    table = pd.read_csv(run / "oof_predictions.csv").drop(columns=["score"])
+    table["label"] = [0, 1, 2, 3, 1.5, 0, 2]  # 3 classes: 3 and 1.5 are not class indices
+    table["score_a"], table["score_b"], table["score_c"] = 0.5, 0.3, 0.2
+    table.to_csv(run / "oof_predictions.csv", index=False)
+    info = json.loads((run / "run.json").read_text())
+    info.update(task="multiclass", class_names=["a", "b", "c"], threshold=None)
+    (run / "run.json").write_text(json.dumps(info))
+    loaded = C.load_run(run)
+    problems = dict(zip(loaded.cases["image_id"], loaded.cases["problem"]))
+    assert problems["img3"] == "label '3.0' is not a class index (0 to 2) or empty"
+    assert problems["img4"] == "label '1.5' is not a whole number"
+    assert [k for k, p in problems.items() if p] == ["img3", "img4"] and len(loaded.bad_rows) == 2
+    truth = C.view(loaded, "c").set_index("image_id")["truth"]
+    assert truth["img2"] == 1.0 and truth["img0"] == 0.0 and np.isnan(truth["img3"])
