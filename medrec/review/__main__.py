@@ -14,8 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from medrec.exitcodes import handle_errors
-
+from medrec import runfolder as rf
 from medrec.exitcodes import handle_errors
 from medrec.review import server
 
@@ -53,7 +52,6 @@ def _check(args: argparse.Namespace, token: str | None) -> str | None:
     return None
 
 
-@handle_errors
 @handle_errors
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)

@@ -9,7 +9,7 @@ import streamlit as st
 
 from medrec import runfolder as rf
 from medrec.review import display as D
-from medrec.review.cases import OOF_CSV, Run, load_run
+from medrec.review.cases import Run, load_run
 from medrec.review.paths import file_stamp
 from medrec.review.store import VerdictStore
 
@@ -26,7 +26,7 @@ def run(run_dir: str, predictions: str | None) -> Run:
     files = [
         Path(run_dir) / rf.RUN_JSON,
         rf.config_path(run_dir),
-        Path(predictions) if predictions else Path(run_dir) / OOF_CSV,
+        Path(predictions) if predictions else rf.oof_path(run_dir),
     ]
     stamp = tuple((str(f), f.stat().st_mtime_ns) for f in files if f.exists())
     return _load_run(run_dir, predictions, stamp)
