@@ -283,3 +283,17 @@ def test_study_on_samples_resumes_after_sigkill_without_repeating_trials(tmp_pat
     assert list(table["trial"]) == [0, 1, 2, 3, 4] and table["state"].iloc[1] == "fail (interrupted)"
     for png in ("plots/objective.png", "plots/params.png"):
         assert (study_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # the report of a run of the best config says it was tuned, on what, and that its CV is optimistic
+    import shutil
+
+    from medrec.config import save_config
+    from medrec.eval.report import build_report
+
+    run = tmp_path / "tuned_run"
+    shutil.copytree(study_dir / top.user_attrs["run_dir"], run)  # the best trial's folds = the best config's
+    save_config(best, run / "config.yaml")
+    build_report(run)
+    tuned = [line for line in (run / "report.md").read_text().splitlines() if line.startswith("| Tuned |")]
+    assert len(tuned) == 1 and f"best of 4 trials (trial {top.number}" in tuned[0]
+    assert "2-fold patient-grouped CV (seed 0)" in tuned[0] and "optimistic" in tuned[0]
