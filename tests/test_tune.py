@@ -207,6 +207,42 @@ def test_resuming_with_another_config_is_refused(tmp_path):
         store_config(tmp_path, other, ROOT)
 
 
+def test_summary_of_a_study_without_training(tmp_path):
+    from optuna.trial import TrialState
+
+    from medrec.tune import study as st
+    from medrec.tune.summary import write_summary
+
+    raw = tiny_config({"train.lr": {"log_uniform": [1e-4, 1e-2]}, "data.augment": {"choice": ["none", "light"]}},
+                      folds=3)
+    cfg = validate_config(raw)
+    study = st.open_study(tmp_path, cfg.tune, seed=0)
+    values = {0: [0.6, 0.7], 1: [0.9, 0.8], 2: [0.5], 3: []}  # complete, complete, pruned, interrupted
+    for number, steps in values.items():
+        t = study.ask()
+        t.suggest_float("train.lr", 1e-4, 1e-2, log=True)
+        t.suggest_categorical("data.augment", ["none", "light"])
+        for k, v in enumerate(steps):
+            t.report(v, k)
+        if number < 2:
+            study.tell(t, steps[-1])
+        elif number == 2:
+            study.tell(t, state=TrialState.PRUNED)
+    st.recover_interrupted(study)  # trial 3 was left running
+    info = write_summary(study, raw, cfg, tmp_path, str(SAMPLES))
+    table = pd.read_csv(tmp_path / "trials.csv")
+    assert list(table["state"]) == ["complete", "complete", "pruned", "fail (interrupted)", "waiting"]
+    assert table["objective"].iloc[:2].tolist() == [0.7, 0.8] and table["objective"].iloc[2:].isna().all()
+    assert table["last_value"].iloc[2] == 0.5 and table["per_fold"].iloc[1] == "0.9000 0.8000"
+    assert info["best_trial"] == 1 and info["trials"] == 3  # the interrupted trial does not count
+    best = load_config(tmp_path / "best_config.yaml")
+    assert best.train.lr == study.trials[1].params["train.lr"] and best.cv.folds == 2  # the base's CV, not tune.folds
+    assert best.tune.tuned_from.folds == 3 and best.tune.tuned_from.best_value == 0.8 and best.name == "cxr_tiny-tuned"
+    assert (tmp_path / "trials.md").read_text().count("\n") == 2 + 5
+    for png in ("plots/objective.png", "plots/params.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 # ----------------------------------------------------------------------------- a real study, killed and resumed
 
 

@@ -37,16 +37,16 @@ def objective_text(cfg: ExperimentConfig, tune: TuneConfig) -> str:
 
 
 def trials_table(study) -> pd.DataFrame:
-    """One row per trial of the study, parameters as columns."""
+    """One row per trial of the study, parameters as columns. `objective` is set for complete trials
+    only (Optuna stores a pruned trial's last per-fold value as its value; that is `last_value` here)."""
     rows = []
     for t in study.trials:
-        steps = dict(sorted(t.intermediate_values.items()))
-        dur = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete and t.datetime_start \
-            else None
-        rows.append({"trial": t.number, "state": t.state.name.lower() + (" (interrupted)" if
-                                                                          t.user_attrs.get("interrupted") else ""),
-                     "objective": t.value, "per_fold": " ".join(f"{v:.4f}" for v in steps.values()),
-                     "last_value": next(reversed(steps.values()), None), "seconds": dur,
+        steps = list(dict(sorted(t.intermediate_values.items())).values())
+        start, end = t.datetime_start, t.datetime_complete
+        state = t.state.name.lower() + (" (interrupted)" if t.user_attrs.get("interrupted") else "")
+        rows.append({"trial": t.number, "state": state, "objective": t.value if state == "complete" else None,
+                     "per_fold": " ".join(f"{v:.4f}" for v in steps), "last_value": steps[-1] if steps else None,
+                     "seconds": (end - start).total_seconds() if start and end else None,
                      "retry_of": t.user_attrs.get("retry_of"), "run_dir": t.user_attrs.get("run_dir"),
                      **{f"param:{k}": v for k, v in t.params.items()}})
     return pd.DataFrame(rows)
