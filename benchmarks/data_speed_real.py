@@ -184,7 +184,18 @@ def report(results: dict[str, list[float]], n: int, size: int) -> dict:
     # if two workers spend what one does per image, two free cores give twice the rate.
     print("CPU seconds per image (this process + its workers): " + ", ".join(
         f"{k} {v:.3f}" for k, v in out["cpu_s_per_image_min"].items()))
+    out["sched_autogroup"] = _autogroup()
+    if out["sched_autogroup"] == "1":
+        print("note: sched_autogroup_enabled=1 — the kernel shares CPU between sessions, so while other sessions "
+              "keep the cores busy, more worker processes of this one get no more CPU in total")
     return out
+
+
+def _autogroup() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip()
+    except OSError:
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
