@@ -23,6 +23,7 @@ from medrec.eval.bootstrap import bootstrap_draws, percentile_interval
 from medrec.eval.document import LEVEL, json_ready
 from medrec.eval.inputs import Run, load_run
 from medrec.eval.oof import OOF, oof_statistic
+from medrec.eval.render import md_text
 from medrec.eval.thresholds import oof_thresholds
 
 SCHEMA = "medrec-compare/1"
@@ -200,8 +201,9 @@ def _notes(a: Run, b: Run) -> list[str]:
 
 
 def to_markdown(result: dict) -> str:
-    """A readable summary of `compare_runs`'s result."""
-    a, b = result["run_a"]["name"], result["run_b"]["name"]
+    """A readable summary of `compare_runs`'s result; names, labels and messages from the runs are
+    escaped (medrec.safetext) so they stay text."""
+    a, b = md_text(result["run_a"]["name"]), md_text(result["run_b"]["name"])
     lines = [f"# Paired comparison: A = {a}, B = {b}", "",
              f"{result['n_images']} images × {result['n_repeats']} repeat(s), {result['n_units']} resampling units "
              f"({result['unit']}); {result['settings']['n_resamples']} resamples, "
@@ -209,17 +211,19 @@ def to_markdown(result: dict) -> str:
     n = result["settings"]["n_resamples"]
     lines += _md_metrics(result["metrics"], n)
     for label, ms in result["per_label"].items():
-        lines += ["", f"## {label}", ""] + _md_metrics(ms, n)
+        lines += ["", f"## {md_text(label)}", ""] + _md_metrics(ms, n)
     if result["delong"]:
         lines += ["", "## DeLong test for the AUROC difference", "",
                   "| label | repeat | AUROC A | AUROC B | diff | SE | z | p |", "|---|---|---|---|---|---|---|---|"]
         for d in result["delong"]:
             if "error" in d:
-                lines.append(f"| {d['label']} | {d['repeat']} | {d['error']} ||||||")
+                lines.append(f"| {md_text(d['label'], cell=True)} | {d['repeat']} | "
+                             f"{md_text(d['error'], cell=True)} ||||||")
                 continue
-            lines.append(f"| {d['label']} | {d['repeat']} | {_f(d['auc_a'])} | {_f(d['auc_b'])} | {_f(d['diff'])} | "
+            lines.append(f"| {md_text(d['label'], cell=True)} | {d['repeat']} | {_f(d['auc_a'])} | {_f(d['auc_b'])} | "
+                         f"{_f(d['diff'])} | "
                          f"{_f(d['se'])} | {_f(d['z'], 2)} | {_p(d['p_value'])} |")
-    lines += [""] + [f"- {n}" for n in result["notes"]] + [""]
+    lines += [""] + [f"- {md_text(n)}" for n in result["notes"]] + [""]
     return "\n".join(lines)
 
 
@@ -230,7 +234,7 @@ def _md_metrics(ms: dict, n_resamples: int) -> list[str]:
         p = m["p_value"]
         # no resampled difference crossed zero: the bootstrap only resolves p down to 2 / resamples
         p_text = f"< {2 / n_resamples:.2g}" if p == 0 and n_resamples else _p(p)
-        out.append(f"| {name} | {_f(m['a'])} | {_f(m['b'])} | {_f(m['diff'])} | {ci} | {p_text} |")
+        out.append(f"| {md_text(name, cell=True)} | {_f(m['a'])} | {_f(m['b'])} | {_f(m['diff'])} | {ci} | {p_text} |")
     return out
 
 

@@ -87,7 +87,7 @@ def render_html(run: Run, doc: dict, figures: dict[str, bytes], cases: list[dict
 
 # ---------------------------------------------------------------- Markdown
 
-def _m(text, cell: bool = False) -> str:
+def md_text(text, cell: bool = False) -> str:
     """Markdown-safe text on one line: inert text as it is, anything else escaped (safetext.md).
 
     Bare URLs are escaped too (GitHub links "www." and "://" without any markup). In a table
@@ -98,28 +98,28 @@ def _m(text, cell: bool = False) -> str:
 
 
 def _m_table(head: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(_m(x, cell=True) for x in head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(_m(c, cell=True) for c in r) + " |" for r in rows]
+    lines = ["| " + " | ".join(md_text(x, cell=True) for x in head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(md_text(c, cell=True) for c in r) + " |" for r in rows]
     return "\n".join(lines)
 
 
 def _m_block(block: tuple) -> list[str]:
     kind = block[0]
     if kind in ("h1", "h2", "h3"):
-        return ["#" * int(kind[1]) + " " + _m(block[1]), ""]
+        return ["#" * int(kind[1]) + " " + md_text(block[1]), ""]
     if kind == "p":
-        return [_m(block[1]), ""]
+        return [md_text(block[1]), ""]
     if kind == "note":
-        return [f"- {_m(block[1])}"]
+        return [f"- {md_text(block[1])}"]
     if kind == "table":
         return ["", _m_table(block[1], block[2]), ""]
     if kind == "figure":
-        return [f"![{_m(block[2])}](plots/{block[1]}.png)", ""]
+        return [f"![{md_text(block[2])}](plots/{block[1]}.png)", ""]
     section = block[1]
     table = [[c["image_id"], c["label"], _fmt(c["score"]), _fmt(c["threshold"]), c["fold"], c["repeat"]]
              for c in section["cases"]]
     extra = excluded_text(section)
-    return ([f"### {_m(section['title'])}", ""] + ([_m(extra), ""] if extra else [])
+    return ([f"### {md_text(section['title'])}", ""] + ([md_text(extra), ""] if extra else [])
             + [_m_table(["image", "label", "score", "threshold", "fold", "repeat"], table), ""])
 
 

@@ -146,3 +146,16 @@ def test_runs_of_volume_slices_pair_on_path_slice_and_repeat(tmp_path):
     truth = _brute_force_delong(a["label"].to_numpy(), a["score"].to_numpy(),
                                 b.set_index(["path", "slice"]).loc[list(zip(a["path"], a["slice"])), "score"].to_numpy())
     assert delong["p_value"] == pytest.approx(truth[2], abs=1e-6)
+
+
+def test_markdown_summary_keeps_run_names_and_labels_as_text(tmp_path):
+    names = ("[x](http://evil)", "<img src=x onerror=alert(1)>")
+    a = oof_table("multilabel", names, n_patients=30, seed=1)
+    b = a.copy()
+    for n in names:
+        b[f"score_{n}"] = np.clip(b[f"score_{n}"] + 0.1, 0, 1)
+    run_a = write_run(tmp_path / "a", a, "multilabel", names, name="**A** <b>bold</b>")
+    run_b = write_run(tmp_path / "b", b, "multilabel", names, name="B")
+    md = compare.to_markdown(compare.compare_runs(run_a, run_b))
+    assert "<img" not in md and "<b>" not in md and "](http" not in md and "**A**" not in md
+    assert "&lt;img src\\=x onerror\\=alert\\(1\\)&gt;" in md or "&lt;img src=x onerror=alert(1)&gt;" in md
