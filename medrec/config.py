@@ -184,7 +184,10 @@ class CVConfig(_Section):
     folds: int = Field(5, ge=2)
     repeats: int = Field(1, ge=1)
     test_fraction: float = Field(0.0, ge=0, lt=1)  # patient-disjoint held-out test set
-    split_column: str | None = None  # fixed split: manifest column with fold numbers, or train / val
+    # fixed split: a manifest column holding fold numbers (each number is one validation fold), or train /
+    # val (also valid, validation; any case) for one train/validation split. A held-out test set comes from
+    # cv.test_fraction, not from this column
+    split_column: str | None = None
 
     @model_validator(mode="after")
     def _fixed_split_once(self) -> "CVConfig":
