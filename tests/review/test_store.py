@@ -206,3 +206,23 @@ def test_export_neutralises_formula_cells(tmp_path: Path):
     assert {r["model_score"] for r in rows} == {"-0.5"}  # numbers stay numbers
     for line in text.splitlines()[1:]:
         assert not line.startswith(("=", "+", "-", "@"))
+
+
+def test_disagreements_are_per_case_and_target():
+    from medrec.review.store import disagreements, progress
+
+    latest = [
+        _v("a", "ann", "agree", decision="1", target="effusion"),
+        _v("a", "ben", "disagree", decision="1", target="effusion"),  # ann says 1, ben says 0
+        _v("a", "ann", "agree", decision="0", target="nodule"),
+        _v("a", "ben", "agree", decision="0", target="nodule"),  # same label: no dispute
+        _v("b", "ann", "unsure", decision="1", target="effusion"),
+        _v("b", "ben", "agree", decision="1", target="effusion"),  # unsure asserts nothing
+        _v("c", "ann", "disagree", corrected_label="1", decision="0", target="effusion"),
+        _v("c", "ben", "agree", decision="0", target="effusion"),
+    ]
+    got = disagreements(latest)
+    assert [(d["image_id"], d["target"]) for d in got] == [("a", "effusion"), ("c", "effusion")]
+    assert got[0]["votes"] == {"ann": ("agree", "1"), "ben": ("disagree", "0")}
+    assert progress(latest, "effusion", 4) == [
+        {"reviewer": "ann", "reviewed": 3, "share": 0.75}, {"reviewer": "ben", "reviewed": 3, "share": 0.75}]
