@@ -56,21 +56,24 @@ def build_base_dataset(manifest: Manifest, cfg: DataConfig, cache_root: Path, *,
         base = PersistentDataset(items, pre, cache_dir=cache_dir)
     else:
         base = Dataset(items, pre)
-    errors, base.read_counts = _scan(base)  # read_counts: how the images were read, for run.json
+    # how the images were read: counts for run.json, (row, conversion) of those not stored grey
+    errors, base.read_counts, base.read_conversions = _scan(base)
     return base, errors
 
 
-def _scan(base) -> tuple[list[tuple[int, str]], ReadCounts]:
-    """The (row, reason) read errors and the read counts, filling disk caches on the way."""
-    errors, counts = [], ReadCounts()
+def _scan(base) -> tuple[list[tuple[int, str]], ReadCounts, list[tuple[int, str]]]:
+    """Read errors, read counts and conversions, filling disk caches on the way."""
+    errors, counts, conversions = [], ReadCounts(), []
     for i in range(len(base)):
         item = base[i]
         if ERROR_KEY in item:
             errors.append((i, item[ERROR_KEY]))
             counts.add(error=item[ERROR_KEY])
-        else:
-            counts.add(ReadInfo(item.get(READ_KEY, "grey")))
-    return errors, counts
+            continue
+        counts.add(ReadInfo(item.get(READ_KEY, "grey")))
+        if item.get(READ_KEY, "grey") != "grey":
+            conversions.append((i, item[READ_KEY]))
+    return errors, counts, conversions
 
 
 class FoldDataset(torch.utils.data.Dataset):

@@ -101,8 +101,11 @@ def _check_fingerprint(run_dir: Path, fingerprint: dict) -> None:
 def _write_errors(run_dir: Path, manifest: Manifest, errors: list[tuple[int, str]]) -> None:
     if not dist.is_main():
         return
+    from medrec.data.reading import refusal_reason
+
     t = manifest.table
-    df = pd.DataFrame({"path": [t["path"].iat[i] for i, _ in errors], "reason": [r for _, r in errors]})
+    df = pd.DataFrame({"path": [t["path"].iat[i] for i, _ in errors], "reason": [r for _, r in errors],
+                       "refused_as": [refusal_reason(r) for _, r in errors]})  # colour | too_large | unreadable
     rf.write_table(run_dir, rf.ERRORS_CSV, df)
 
 
@@ -136,6 +139,9 @@ def run(cfg: ExperimentConfig, run_dir: Path, *, base_dir: Path, only_fold: int 
     if dist.is_main() and getattr(base, "read_counts", None) is not None:  # listed -> read -> refused, by reason
         info["images"] = base.read_counts.to_dict()
         runinfo.write(run_dir, info)
+        rows = base.read_conversions  # images not stored grey: how each was read (medrec.io.color)
+        rf.write_table(run_dir, "conversions.csv", pd.DataFrame(
+            {"path": [manifest.table["path"].iat[i] for i, _ in rows], "conversion": [c for _, c in rows]}))
     if preview and dist.is_main() and not (run_dir / "preview.png").exists():  # medrec tune: off per trial
         write_preview(cfg, manifest, base, splits, run_dir, mean, std)
     ctx = FoldContext(cfg, manifest, base, run_dir, device, {"mean": list(mean), "std": list(std)}, arch,

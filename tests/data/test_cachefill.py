@@ -42,3 +42,4 @@ def test_base_dataset_counts_how_images_were_read(tmp_path):
     assert [i for i, _ in errors] == [2] and "colour image" in errors[0][1]
     assert base.read_counts.to_dict() == {"listed": 3, "read": 2, "converted": {"rgb_identical": 1},
                                           "alpha_not_opaque": 0, "refused": {"colour": 1}}
+    assert base.read_conversions == [(1, "rgb_identical")]

@@ -61,3 +61,15 @@ def test_refusal_reason_from_exceptions_and_cached_messages(folder):
     assert refusal_reason(big.value) == refusal_reason(str(big.value)) == "too_large"
     assert refusal_reason("x.dcm: cannot read pixel data") == "unreadable"
     assert read_item_info(str(folder / "grey.png"), DataConfig())[1] == ReadInfo("grey", "none")
+
+
+def test_a_training_run_records_how_its_images_were_read(samples_run, samples_manifest):
+    import json
+
+    import pandas as pd
+
+    run, _ = samples_run
+    n = len(pd.read_csv(samples_manifest))
+    images = json.loads((run / "run.json").read_text())["images"]
+    assert images == {"listed": n, "read": n, "converted": {}, "alpha_not_opaque": 0, "refused": {}}
+    assert pd.read_csv(run / "conversions.csv").empty  # DICOM samples: all stored grey
