@@ -93,7 +93,10 @@ def _style(ax, kind: str, title: str, prevalence: float) -> None:
     ax.set_xlim(-0.01, 1.01)
     ax.set_ylim(-0.01, 1.01)
     ax.set_title(title)
-    ax.legend(loc="lower right" if kind == "roc" else "lower left", fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right" if kind == "roc" else "lower left", fontsize=7)
+    else:  # a label with one class only: no curve exists
+        ax.text(0.5, 0.5, "undefined: one class only", ha="center", va="center", color="grey")
 
 
 def reliability_figure(calibration: dict) -> bytes | None:

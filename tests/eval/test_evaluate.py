@@ -77,3 +77,20 @@ def test_temperature_scaling_on_one_validation_fold_is_labelled_in_sample(tmp_pa
     per_label = html.split("<h2>Per label</h2>")[1].split("</table>")[0]
     assert "<th>sensitivity †</th>" in per_label and "<th>auroc</th>" in per_label
     assert doc["per_label"]["a"]["sensitivity"]["note"] == "threshold chosen on this data (optimistic)"
+
+
+def test_a_label_without_positives_gives_a_report_with_an_undefined_operating_point(tmp_path):
+    table = oof_table("multilabel", ("common", "never"), n_patients=30, images=2, folds=3, seed=1)
+    table["label_never"] = 0.0
+    run = write_run(tmp_path / "run", table, "multilabel", ("common", "never"),
+                    eval_cfg={"bootstrap": 30, "temperature_scaling": True}, info={"threshold": {"common": 0.5,
+                                                                                                  "never": None}})
+    doc = build_report(run)
+    assert doc["operating_point"]["threshold"]["never"] is None
+    assert doc["operating_point"]["undefined"]["never"]["n_rows"] == len(table)
+    assert doc["per_label"]["never"]["auroc"]["value"] is None
+    # macro AUROC is over the labels defined on all the data: here 'common' alone
+    has = table["label_common"].notna()
+    assert doc["metrics"]["auroc_macro"]["value"] == pytest.approx(
+        skm.roc_auc_score(table.loc[has, "label_common"], table.loc[has, "score_common"]), abs=1e-6)
+    assert "never: —" in (run / "report.html").read_text()
