@@ -26,7 +26,7 @@ th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .cases{display:flex;flex-wrap:wrap;gap:10px}.case{border:1px solid #ccc;padding:6px;width:170px;font-size:.8em}
 .case img{width:160px;height:auto;display:block;background:#000}
 .missing{width:160px;height:120px;display:flex;align-items:center;justify-content:center;background:#eee;color:#777}
-img.plot{max-width:100%;border:1px solid #eee}
+img.plot{max-width:100%;border:1px solid #eee}.wide{overflow-x:auto;max-width:100%}
 """
 # Text without a Markdown metacharacter (letters, digits, spaces, ordinary punctuation) is inert and
 # written as it is, so report.md stays readable; anything else goes through safetext.md.
@@ -43,7 +43,7 @@ def _h_table(head: list[str], rows: list[list[str]], num_from: int = 1) -> str:
 
     th = "".join(f"<th>{h(x)}</th>" for x in head)
     body = "".join("<tr>" + "".join(cell(i, c) for i, c in enumerate(r)) + "</tr>" for r in rows)
-    return f"<table><tr>{th}</tr>{body}</table>"
+    return f"<div class=wide><table><tr>{th}</tr>{body}</table></div>"  # wide tables scroll, the page does not
 
 
 def _h_case(c: dict) -> str:
