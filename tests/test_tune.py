@@ -185,6 +185,26 @@ def test_interrupted_trial_is_retried_in_its_folder_and_not_counted(tmp_path):
     assert st.recover_interrupted(st.open_study(tmp_path, tune, seed=0)) == [2]  # RUNNING again: retried again
 
 
+def test_ctrl_c_trial_is_retried_once_and_a_real_failure_never(tmp_path):
+    from optuna.trial import TrialState
+
+    from medrec.tune import study as st
+
+    tune = TuneConfig(space={"train.lr": Param.model_validate({"log_uniform": [1e-4, 1e-2]})})
+    study = st.open_study(tmp_path, tune, seed=0)
+    for interrupted in (True, False):  # Ctrl-C (the objective marks it) / a trial that failed on its values
+        t = study.ask()
+        t.suggest_float("train.lr", 1e-4, 1e-2, log=True)
+        if interrupted:
+            t.set_user_attr("interrupted", True)
+        study.tell(t, state=TrialState.FAIL)
+    assert st.remaining(study, 3) == 2  # the real failure counts, the interrupted one does not
+    assert st.recover_interrupted(study) == [0]
+    assert st.recover_interrupted(study) == []  # already retried: not enqueued twice
+    waiting = [t for t in study.trials if t.state == TrialState.WAITING]
+    assert len(waiting) == 1 and waiting[0].user_attrs["retry_of"] == 0
+
+
 def test_second_process_on_a_study_is_refused(tmp_path):
     from medrec.tune.study import lock
 

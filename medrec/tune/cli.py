@@ -151,6 +151,7 @@ def run_study(raw: dict[str, Any], cfg: ExperimentConfig, study_dir: Path, base_
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    study_dir = args.resume or args.out
     try:
         raw, study_dir, base_dir, source = read_raw(args)
         cfg = validate_config(raw, source)
@@ -169,6 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     except MedrecError as exc:
         print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; finished trials are kept: medrec tune --resume {study_dir or 'STUDY_DIR'}",
+              file=sys.stderr)
+        return 130
     print(summary_text(study_dir, info, time.perf_counter() - t0))
     return 0
 

@@ -134,7 +134,11 @@ class Objective:
         rf.write_config(run_dir, cfg)
         value = float("nan")
         for step, only in enumerate(_fold_calls(cfg)):
-            value = self._run_folds(cfg, run_dir, only)
+            try:
+                value = self._run_folds(cfg, run_dir, only)
+            except KeyboardInterrupt:  # Ctrl-C: not the trial's fault; the next start retries it
+                trial.set_user_attr("interrupted", True)
+                raise
             trial.report(value, step)
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pooled OOF AUROC {value:.4f} after {step + 1} fold(s) is below the "

@@ -63,24 +63,30 @@ def open_study(study_dir: Path, tune: TuneConfig, seed: int):
 
 
 def recover_interrupted(study) -> list[int]:
-    """Mark trials left RUNNING by a killed process as failed-interrupted and enqueue their retry.
+    """Retry the trials that a kill left RUNNING or Ctrl-C interrupted (FAIL with `interrupted`).
 
-    Only call this while holding the study lock: then no other process is running a trial.
+    Each is marked failed-interrupted (not counted) and its values are enqueued again, once, with its
+    run folder. Only call this while holding the study lock: then no other process is running a trial.
     Returns the numbers of the interrupted trials.
     """
     from optuna.trial import TrialState
 
     storage = study._storage  # optuna has no public API to change another process's trial state
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
     done = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        storage.set_trial_user_attr(t._trial_id, "interrupted", True)
-        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+    for t in trials:
+        if t.number in retried or not (t.state == TrialState.RUNNING or
+                                       (t.state == TrialState.FAIL and t.user_attrs.get("interrupted"))):
+            continue
+        if t.state == TrialState.RUNNING:
+            storage.set_trial_user_attr(t._trial_id, "interrupted", True)
+            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         attrs = {"retry_of": t.number}
         if "run_dir" in t.user_attrs:
             attrs["resume_dir"] = t.user_attrs["run_dir"]
         study.enqueue_trial(t.params, user_attrs=attrs, skip_if_exists=False)
-        log.warning("trial %d was interrupted (process killed); it runs again, continuing its finished folds",
-                    t.number)
+        log.warning("trial %d was interrupted; it runs again, continuing its finished folds", t.number)
         done.append(t.number)
     return done
 
