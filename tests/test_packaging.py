@@ -4,16 +4,21 @@ The wheel is built from a copy of the sources (the checkout gets no build/ folde
 with `pip install --no-deps --no-index` into a fresh virtual environment. That environment reuses
 the pinned stack already installed in this one, without a download: a .pth file points at a
 folder of links to this environment's site-packages, minus medrec itself (so only the wheel's
-medrec can be imported). Every command then runs from a temporary folder outside the checkout.
+medrec can be imported). Every command then runs from a temporary folder outside the checkout:
+--version, the --help of review and predict, `medrec samples`, a 1-epoch `medrec finetune` on them, and
+`medrec review` of that run serving its page on loopback (stopped by its PID).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import sysconfig
+import time
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -26,10 +31,14 @@ TINY = ["--set", "train.epochs=1", "--set", "cv.folds=2", "--set", "data.image_s
         "--set", "eval.bootstrap=20", "--quiet"]
 
 
-def run(cmd: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+def clean_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["OMP_NUM_THREADS"] = env.get("OMP_NUM_THREADS", "2")
-    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    return env
+
+
+def run(cmd: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
+    res = subprocess.run(cmd, cwd=cwd, env=clean_env(), capture_output=True, text=True, timeout=timeout)
     assert res.returncode == 0, f"{cmd}\n{res.stdout[-2000:]}\n{res.stderr[-3000:]}"
     return res
 
@@ -50,8 +59,10 @@ def fresh_venv(tmp: Path) -> Path:
     """A venv whose own site-packages is empty and that sees this environment's packages but medrec."""
     venv = tmp / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
-    stack = tmp / "stack"
-    stack.mkdir()
+    # Named site-packages like any installed stack: streamlit treats a copy of itself elsewhere as a
+    # development checkout (global.developmentMode), which refuses server.port.
+    stack = tmp / "stack" / "site-packages"
+    stack.mkdir(parents=True)
     for entry in Path(sysconfig.get_paths()["purelib"]).iterdir():
         if not entry.name.lower().startswith(("medrec", "__editable__")) and entry.suffix != ".pth":
             (stack / entry.name).symlink_to(entry)
@@ -102,3 +113,34 @@ def test_quickstart_samples_then_finetune(installed, tmp_path):
     for name in ("run.json", "metrics.json", "oof_predictions.csv", "report.html"):
         assert (run_dir / name).is_file(), name
     assert res.stderr.count("RANDOM INITIALISATION") == 1  # issue 18.4: said once
+    assert_review_serves(medrec_bin, run_dir, tmp_path)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def assert_review_serves(medrec_bin: str, run_dir: Path, cwd: Path) -> None:
+    """`medrec review RUN` from the wheel starts the app on loopback and serves its page."""
+    port = free_port()
+    server = subprocess.Popen([medrec_bin, "review", str(run_dir), "--port", str(port)], cwd=cwd, env=clean_env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline, health = time.monotonic() + 120, None
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=5) as r:
+                    health = r.read().decode()
+                break
+            except OSError:
+                time.sleep(1)
+        if health != "ok":
+            server.terminate()
+            pytest.fail(f"review server did not come up (exit {server.poll()}):\n{server.communicate(timeout=30)[0][-3000:]}")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as r:
+            assert r.status == 200 and "<html" in r.read().decode().lower()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
