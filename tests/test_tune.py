@@ -205,6 +205,28 @@ def test_ctrl_c_trial_is_retried_once_and_a_real_failure_never(tmp_path):
     assert len(waiting) == 1 and waiting[0].user_attrs["retry_of"] == 0
 
 
+def test_a_stale_trial_folder_is_kept_aside_not_resumed(tmp_path, monkeypatch):
+    from medrec.tune.objective import Objective
+
+    raw = tiny_config({"train.lr": {"log_uniform": [1e-4, 1e-2]}})
+    stale = tmp_path / "trials" / "trial_000"
+    (stale / "folds" / "fold_0").mkdir(parents=True)
+    (stale / "folds" / "fold_0" / "oof.csv").write_text("another study's fold\n")
+    seen = {}
+
+    def fake_folds(self, cfg, run_dir, only):  # no training: this test is about the folder only
+        seen[only] = sorted(p.name for p in run_dir.iterdir())
+        return 0.75
+
+    monkeypatch.setattr(Objective, "_run_folds", fake_folds)
+    study = optuna.create_study(direction="maximize")
+    study.optimize(Objective(raw, validate_config(raw).tune, tmp_path, ROOT, "c.yaml"), n_trials=1)
+    assert study.trials[0].value == 0.75 and seen == {0: ["config.yaml"], 1: ["config.yaml"]}
+    kept = [p for p in (tmp_path / "trials").iterdir() if p.name.startswith("trial_000.stale-")]
+    assert len(kept) == 1 and (kept[0] / "folds/fold_0/oof.csv").read_text() == "another study's fold\n"
+    assert load_config(tmp_path / "trials/trial_000/config.yaml").train.lr == study.trials[0].params["train.lr"]
+
+
 def test_second_process_on_a_study_is_refused(tmp_path):
     from medrec.tune.study import lock
 

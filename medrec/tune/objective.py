@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,8 @@ class Objective:
         rel = trial.user_attrs.get("resume_dir") or f"trials/trial_{trial.number:03d}"
         trial.set_user_attr("run_dir", rel)
         run_dir = self.study_dir / rel
+        if "resume_dir" not in trial.user_attrs and run_dir.exists():
+            _move_aside(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
         rf.write_config(run_dir, cfg)
         value = float("nan")
@@ -159,6 +162,14 @@ class Objective:
         parts = sorted((run_dir / rf.FOLDS_DIR).glob(f"*/{rf.FOLD_OOF_CSV}"))
         oof = pd.concat([pd.read_csv(p) for p in parts], ignore_index=True)
         return pooled_auroc(oof, cfg.data.task)
+
+
+def _move_aside(run_dir: Path) -> None:
+    """A folder that the storage does not know (its study.db was deleted or replaced) must not be
+    resumed as this trial's: it may hold another configuration's folds. Keep it, renamed."""
+    old = run_dir.with_name(f"{run_dir.name}.stale-{time.strftime('%Y%m%d-%H%M%S')}")
+    run_dir.rename(old)
+    log.warning("%s was left by an earlier study and is not this trial's; moved to %s", run_dir, old.name)
 
 
 def _fold_calls(cfg: ExperimentConfig) -> list[int | None]:
