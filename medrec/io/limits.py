@@ -271,3 +271,68 @@ def _read_deflated(fp: BinaryIO, path: Any, preamble: Any, meta: Any, kwargs: di
 
 def _at_pixels(tag: Any, vr: Any, length: Any) -> bool:
     return int(tag) >= 0x7FE00008  # FloatPixelData, DoubleFloatPixelData, PixelData
+
+
+# --------------------------------------------------------------------------- compressed DICOM frames
+
+_JPEG_SYNTAX_PREFIXES = ("1.2.840.10008.1.2.4.",)  # JPEG, JPEG-LS, JPEG 2000, HTJ2K
+_CODESTREAM_HEAD = 64 << 10
+
+
+def check_dicom_codestream(ds: Any, path: Any, syntax: Any, name: Any = None) -> None:
+    """The first frame's JPEG / JPEG 2000 codestream size, which the decoder allocates by, whatever
+    Rows and Columns say. Reads at most 64 KB at the pixel data's offset; a file whose codestream
+    cannot be parsed here is left to the decoder (which then fails on its own terms). `name`: how the
+    message names the file (default `path`).
+    """
+    if not str(syntax).startswith(_JPEG_SYNTAX_PREFIXES) or "PixelData" not in ds:
+        return
+    head = _first_fragment_head(ds, path)
+    size = _codestream_size(head) if head else None
+    if size is not None:
+        rows, columns, samples, nbytes = size
+        check_size(name or path, "compressed pixel data (codestream)", rows, columns, samples=samples,
+                   bytes_per_sample=nbytes)
+
+
+def _first_fragment_head(ds: Any, path: Any) -> bytes | None:
+    """First bytes of the first fragment after the Basic Offset Table, from the file or memory."""
+    import struct
+
+    from pydicom.dataelem import RawDataElement
+
+    elem = ds.get_item("PixelData", keep_deferred=True)
+    if isinstance(elem, RawDataElement) and elem.value is None and getattr(elem, "value_tell", None) is not None:
+        with open(path, "rb") as f:
+            f.seek(elem.value_tell)
+            data = f.read(_CODESTREAM_HEAD)
+    else:
+        value = elem.value if isinstance(elem, RawDataElement) else ds.PixelData
+        data = bytes(value[:_CODESTREAM_HEAD]) if isinstance(value, (bytes, bytearray)) else b""
+    offset = 0
+    for _ in range(2):  # the Basic Offset Table item, then the first fragment's item
+        if len(data) < offset + 8 or data[offset:offset + 4] != b"\xfe\xff\x00\xe0":
+            return None
+        length = struct.unpack("<I", data[offset + 4:offset + 8])[0]
+        if _ == 0:
+            offset += 8 + length
+        else:
+            return data[offset + 8:offset + 8 + min(length, _CODESTREAM_HEAD)]
+    return None
+
+
+def _codestream_size(head: bytes) -> tuple[int, int, int, float] | None:
+    """(rows, columns, components, bytes per sample) of a JPEG (SOF) or JPEG 2000 (SIZ) codestream."""
+    import struct
+
+    if head[:4] == b"\xff\x4f\xff\x51" and len(head) >= 42:  # J2K: SOC, then SIZ
+        xsiz, ysiz, xo, yo = struct.unpack(">IIII", head[8:24])
+        components = struct.unpack(">H", head[40:42])[0]
+        return max(ysiz - yo, 0), max(xsiz - xo, 0), components, 2.0
+    if head[:2] == b"\xff\xd8":
+        from pydicom.pixels.utils import _get_jpg_parameters
+
+        info = _get_jpg_parameters(head)
+        if "height" in info and "width" in info:
+            return info["height"], info["width"], info.get("components", 1), 2.0 if info.get("precision", 8) > 8 else 1.0
+    return None

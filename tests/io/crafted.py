@@ -90,6 +90,24 @@ def jpeg_dicom(path: Path) -> Path:
     return _encapsulated(path, uid.JPEGBaseline8Bit, buf.getvalue(), 8)
 
 
+def jpeg_dicom_lying(path: Path) -> Path:
+    """JPEG Baseline DICOM whose header says 64 x 64 but whose codestream (SOF) says 40000 x 40000."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(buf, "JPEG")
+    jpeg = bytearray(buf.getvalue())
+    sof = jpeg.index(b"\xff\xc0")
+    jpeg[sof + 5:sof + 9] = struct.pack(">HH", 40000, 40000)  # height, width
+    ds = _dicom_header(64, 64, 8)
+    data = encapsulate([bytes(jpeg)]) + b"\xfe\xff\xdd\xe0\0\0\0\0"
+    tag = struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OB", 0, 0xFFFFFFFF)
+    path.write_bytes(_part10(ds, uid.JPEGBaseline8Bit, _explicit_le(ds) + tag + data))
+    return path
+
+
 def nifti_huge(path: Path) -> Path:
     """A .nii.gz whose header declares 30000 x 30000 x 4 int16 voxels (7.2 GB); holds a few bytes."""
     import nibabel as nib
@@ -141,6 +159,7 @@ WRITERS = {
     "deflate.dcm": deflate_dicom,
     "rle.dcm": rle_dicom,
     "jpeg.dcm": jpeg_dicom,
+    "lying.dcm": jpeg_dicom_lying,
     "huge.nii.gz": nifti_huge,
     "big.png": png_144mp,
     "bomb.tif": tiff_bomb,

@@ -29,7 +29,7 @@ import crafted  # noqa: E402
 
 MAX_RSS_MB = 500
 MAX_CPU_S = 2.0
-DICOM_FILES = ("deflate.dcm", "rle.dcm", "jpeg.dcm")
+DICOM_FILES = ("deflate.dcm", "rle.dcm", "jpeg.dcm", "lying.dcm")
 
 CHILD = r"""
 import json, resource, sys, time
@@ -108,6 +108,7 @@ def test_read_image_refuses_every_crafted_file(corpus):
     assert "inflates to more than" in rows["deflate.dcm"]["error"]
     assert "46000 x 46000" in rows["rle.dcm"]["error"] and "46000 x 46000" in rows["jpeg.dcm"]["error"]
     assert "30000 x 30000" in rows["huge.nii.gz"]["error"] and "12000 x 12000" in rows["big.png"]["error"]
+    assert "codestream) declares 40000 x 40000" in rows["lying.dcm"]["error"]  # header said 64 x 64
 
 
 def test_indexer_flags_crafted_dicoms_in_its_errors(corpus):
