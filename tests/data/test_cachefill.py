@@ -43,3 +43,14 @@ def test_base_dataset_counts_how_images_were_read(tmp_path):
     assert base.read_counts.to_dict() == {"listed": 3, "read": 2, "converted": {"rgb_identical": 1},
                                           "alpha_not_opaque": 0, "refused": {"colour": 1}}
     assert base.read_conversions == [(1, "rgb_identical")]
+
+
+def test_disk_cache_key_follows_colour_mode_and_size_limits():
+    from medrec.data.transforms import preprocess_hash
+    from medrec.io.limits import Limits, use_limits
+
+    base = preprocess_hash(DataConfig())
+    assert preprocess_hash(DataConfig(color="convert")) != base  # colour images: refused vs converted
+    with use_limits(Limits(max_pixels=1000)):
+        assert preprocess_hash(DataConfig()) != base  # which files are cached as refused
+    assert preprocess_hash(DataConfig()) == base
