@@ -388,7 +388,11 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     if isinstance(raw, dict) and "name" not in raw:
         raw["name"] = path.stem
     raw = apply_overrides(raw, overrides or []) if isinstance(raw, dict) else raw
-    return validate_config(raw, str(path))
+    cfg = validate_config(raw, str(path))
+    from medrec.io.limits import set_limits
+
+    set_limits(cfg.io)  # every reader in this process keeps to the config's io limits (README "Size limits")
+    return cfg
 
 
 def save_config(cfg: ExperimentConfig, path: str | Path) -> None:
