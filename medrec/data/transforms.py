@@ -43,14 +43,15 @@ from monai.transforms import (
     SpatialPadd,
 )
 
-from medrec.config import DataConfig, ExperimentConfig
+from medrec.config import DataConfig
 from medrec.data.manifest import slice_of
-from medrec.data.reading import read_item, window_values
+from medrec.data.reading import read_item, read_item_info, window_values
 from medrec.errors import MedrecError
 
 log = logging.getLogger(__name__)
 
 ERROR_KEY = "load_error"
+READ_KEY = "read_conversion"  # medrec.data.reading.ReadInfo.conversion of the image
 SLICE_KEY = "slice"
 CONTEXT_KEY = "context"  # [[path, slice], ...]: the 2k+1 slices an item is stacked from
 
@@ -67,9 +68,9 @@ class LoadItemd(MapTransform):
     A `slice` entry in the item picks the slice of a volume.
     """
 
-    def __init__(self, key: str, cfg: DataConfig):
+    def __init__(self, key: str, cfg: DataConfig, reduce: bool = False):
         super().__init__([key])
-        self.cfg = cfg
+        self.cfg, self.reduce = cfg, reduce  # reduce: early resolution reduction (medrec.io.reduce)
 
     def __call__(self, data: dict) -> dict:
         d = dict(data)
@@ -80,9 +81,10 @@ class LoadItemd(MapTransform):
                 from medrec.data.context import stack_slices
 
                 refs = [(str(p), slice_of(k)) for p, k in refs]
-                d[key] = stack_slices([read_item(p, self.cfg, k) for p, k in refs], refs)
+                d[key] = stack_slices([read_item(p, self.cfg, k, reduce=self.reduce) for p, k in refs], refs)
             else:
-                d[key] = read_item(str(d[key]), self.cfg, slice_of(d.get(SLICE_KEY)))[None]
+                image, info = read_item_info(str(d[key]), self.cfg, slice_of(d.get(SLICE_KEY)), reduce=self.reduce)
+                d[key], d[READ_KEY] = image[None], info.conversion  # how it was read (run.json counts)
         except MedrecError as exc:
             if not self.cfg.skip_bad_images:
                 raise
@@ -109,8 +111,11 @@ class _PadOffsetd(MapTransform):
         return d
 
 
-def preprocess_transforms(cfg: DataConfig) -> Compose:
-    """Deterministic part of the chain: what the cache stores (float16 at the target size)."""
+def preprocess_transforms(cfg: DataConfig, *, reduce: bool = False) -> Compose:
+    """Deterministic part of the chain: what the cache stores (float16 at the target size).
+
+    `reduce` lets the reader reduce large images early (the cache fill; medrec.io.reduce); predict keeps
+    it off so that Grad-CAM maps back onto the file's own grid."""
     size = cfg.image_size
     # Keep the aspect ratio: fit the longest side, then pad, so anatomy is not stretched.
     geometry = [Resized("image", spatial_size=size, size_mode="longest", mode="area"),
@@ -118,7 +123,7 @@ def preprocess_transforms(cfg: DataConfig) -> Compose:
     if cfg.modality != "cxr":
         geometry = [_PadOffsetd("image", restore=False), *geometry, _PadOffsetd("image", restore=True)]
     # float16 keeps integer HU exactly up to 2048 and to 2 HU up to 4096, ample for any window.
-    return Compose([LoadItemd("image", cfg), *geometry, CastToTyped("image", dtype=np.float16)])
+    return Compose([LoadItemd("image", cfg, reduce), *geometry, CastToTyped("image", dtype=np.float16)])
 
 
 # ----------------------------------------------------------------------------- CT windows
@@ -238,24 +243,13 @@ def eval_transforms(cfg: DataConfig, mean: list[float], std: list[float], in_cha
     return Compose(window_transforms(cfg, train=False) + finish_transforms(mean, std, in_channels))
 
 
-def input_normalization(cfg: ExperimentConfig) -> tuple[list[float], list[float]]:
-    """Per-channel (mean, std) the network's inputs are normalised with.
-
-    The pretrained network's statistics (`medrec.models.adapt.normalization`) for images in
-    [0, 1]; an MRI already z-scored per image is fed as is (mean 0, std 1).
-    """
-    from medrec.models.adapt import normalization
-    from medrec.models.specs import get_spec
-
-    k = cfg.model.in_channels
-    if cfg.data.modality == "mri" and cfg.data.intensity == "zscore":
-        return [0.0] * k, [1.0] * k
-    mean, std = normalization(get_spec(cfg.model.arch), k)
-    return list(mean), list(std)
-
-
 def preprocess_hash(cfg: DataConfig) -> str:
     """Hash of every setting that changes cached pixels, so a stale cache is never reused."""
-    keys = ("image_size", "window", "frame", "source", "modality", "intensity", "slice", "context_slices")
-    blob = json.dumps({k: getattr(cfg, k) for k in keys} | {"version": 2}, sort_keys=True, default=str)
+    from medrec.io.limits import current_limits
+
+    keys = ("image_size", "window", "frame", "source", "modality", "intensity", "slice", "context_slices", "color")
+    # version 3: early reduction of large images; the io limits decide which files are cached as refused
+    limits = current_limits()
+    blob = json.dumps({k: getattr(cfg, k) for k in keys} | {"version": 3, "io": [limits.max_pixels, limits.max_bytes]},
+                      sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
