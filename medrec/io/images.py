@@ -326,7 +326,7 @@ def _load_medical_imaged_class() -> type:
         nowhere with ``meta_suffix=None``: its None values and format-specific keys do
         not pass torch's default collate, so a DataLoader needs that (or a collate_fn
         that keeps dicts as lists). Other args follow `read_image`: window (default
-        "auto"), frame, slice_index.
+        "auto"), frame, slice_index, color.
         """
 
         def __init__(
@@ -337,18 +337,18 @@ def _load_medical_imaged_class() -> type:
             slice_index: int | None = None,
             meta_suffix: str | None = "_meta",
             allow_missing_keys: bool = False,
+            color: str = "auto",
         ) -> None:
             super().__init__(keys, allow_missing_keys)
             check_window(window)
-            self.window, self.frame, self.slice_index = window, frame, slice_index
+            self.window, self.frame, self.slice_index, self.color = window, frame, slice_index, color
             self.meta_suffix = meta_suffix
 
         def __call__(self, data: Any) -> dict[str, Any]:
             d = dict(data)
             for key in self.key_iterator(d):
-                image, meta = read_image(
-                    d[key], frame=self.frame, window=self.window, slice_index=self.slice_index
-                )
+                image, meta = read_image(d[key], frame=self.frame, window=self.window,
+                                         slice_index=self.slice_index, color=self.color)
                 d[key] = image[np.newaxis].astype(np.float32, copy=False)
                 if self.meta_suffix is not None:
                     d[f"{key}{self.meta_suffix}"] = meta

@@ -252,5 +252,12 @@ def test_load_medical_imaged(tmp_path, write_dicom, ramp):
     no_meta = LoadMedicalImaged(keys="image", meta_suffix=None)
     batch = list_data_collate([no_meta({"image": dcm}), no_meta({"image": dcm})])
     assert tuple(batch["image"].shape) == (2, 1, 16, 16) and set(batch) == {"image"}
+    colour = tmp_path / "c.png"
+    Image.fromarray(RNG.integers(0, 256, (6, 5, 3), dtype=np.uint8), "RGB").save(colour)
+    with pytest.raises(ColourImageError):
+        LoadMedicalImaged(keys="image")({"image": str(colour)})
+    out = LoadMedicalImaged(keys="image", window=None, color="convert")({"image": str(colour)})
+    np.testing.assert_allclose(out["image"][0], np.asarray(Image.open(colour), np.float64) @ [0.299, 0.587, 0.114],
+                               atol=1e-3)
     clone = pickle.loads(pickle.dumps(load))  # DataLoader workers pickle transforms
     assert type(clone) is LoadMedicalImaged and clone.window == "auto"
