@@ -315,6 +315,41 @@ def _kill_after_first_trial(cmd: list[str], study_dir: Path, env: dict) -> None:
         child.wait()
 
 
+def _check_best_config_and_summary(study_dir: Path, trials: list):
+    """Objectives against sklearn, best_config.yaml, trials.csv, plots; returns (best config, best trial)."""
+    complete = [t for t in trials if t.state.name == "COMPLETE"]
+    for t in complete:  # the objective is the pooled OOF AUROC of the trial's own run folder
+        oof = pd.read_csv(study_dir / t.user_attrs["run_dir"] / "oof_predictions.csv")
+        assert len(oof) == 96 and oof["path"].is_unique
+        assert t.value == pytest.approx(roc_auc_score(oof["label"], oof["score"]), abs=1e-9)
+    best = load_config(study_dir / "best_config.yaml")
+    top = max(complete, key=lambda t: t.value)
+    marker = best.tune.tuned_from
+    assert (marker.trials, marker.best_trial, marker.best_value) == (4, top.number, pytest.approx(top.value))
+    assert best.train.lr == top.params["train.lr"] and best.data.augment.preset == top.params["data.augment"]
+    assert best.tune.space == {} and "optimistic" in marker.summary() and best.cv.folds == 2
+    table = pd.read_csv(study_dir / "trials.csv")
+    assert list(table["trial"]) == [0, 1, 2, 3, 4] and table["state"].iloc[1] == "fail (interrupted)"
+    for png in ("plots/objective.png", "plots/params.png"):
+        assert (study_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    return best, top
+
+
+def _check_tuned_report(study_dir: Path, best, top, run: Path) -> None:
+    """The report of a run of the best config says it was tuned, on what, and that its CV is optimistic."""
+    import shutil
+
+    from medrec.config import save_config
+    from medrec.eval.report import build_report
+
+    shutil.copytree(study_dir / top.user_attrs["run_dir"], run)  # the best trial's folds = the best config's
+    save_config(best, run / "config.yaml")
+    build_report(run)
+    tuned = [line for line in (run / "report.md").read_text().splitlines() if line.startswith("| Tuned |")]
+    assert len(tuned) == 1 and f"best of 4 trials (trial {top.number}" in tuned[0]
+    assert "2-fold patient-grouped CV (seed 0)" in tuned[0] and "optimistic" in tuned[0]
+
+
 def test_study_on_samples_resumes_after_sigkill_without_repeating_trials(tmp_path):
     space = {"train.lr": {"log_uniform": [1e-4, 1e-2]}, "data.augment": {"choice": ["none", "light"]}}
     config = write(tmp_path / "cxr.yaml", tiny_config(space))
@@ -344,34 +379,5 @@ def test_study_on_samples_resumes_after_sigkill_without_repeating_trials(tmp_pat
     assert len(pd.read_csv(fold0 / "history.csv")) == 1
     assert sorted(t.user_attrs.get("run_dir") for t in trials if t.state.name != "FAIL") == \
         ["trials/trial_000", "trials/trial_001", "trials/trial_003", "trials/trial_004"]
-
-    complete = [t for t in trials if t.state.name == "COMPLETE"]
-    for t in complete:  # the objective is the pooled OOF AUROC of the trial's own run folder
-        oof = pd.read_csv(study_dir / t.user_attrs["run_dir"] / "oof_predictions.csv")
-        assert len(oof) == 96 and oof["path"].is_unique
-        assert t.value == pytest.approx(roc_auc_score(oof["label"], oof["score"]), abs=1e-9)
-
-    best = load_config(study_dir / "best_config.yaml")
-    top = max(complete, key=lambda t: t.value)
-    marker = best.tune.tuned_from
-    assert (marker.trials, marker.best_trial, marker.best_value) == (4, top.number, pytest.approx(top.value))
-    assert best.train.lr == top.params["train.lr"] and best.data.augment.preset == top.params["data.augment"]
-    assert best.tune.space == {} and "optimistic" in marker.summary() and best.cv.folds == 2
-    table = pd.read_csv(study_dir / "trials.csv")
-    assert list(table["trial"]) == [0, 1, 2, 3, 4] and table["state"].iloc[1] == "fail (interrupted)"
-    for png in ("plots/objective.png", "plots/params.png"):
-        assert (study_dir / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-    # the report of a run of the best config says it was tuned, on what, and that its CV is optimistic
-    import shutil
-
-    from medrec.config import save_config
-    from medrec.eval.report import build_report
-
-    run = tmp_path / "tuned_run"
-    shutil.copytree(study_dir / top.user_attrs["run_dir"], run)  # the best trial's folds = the best config's
-    save_config(best, run / "config.yaml")
-    build_report(run)
-    tuned = [line for line in (run / "report.md").read_text().splitlines() if line.startswith("| Tuned |")]
-    assert len(tuned) == 1 and f"best of 4 trials (trial {top.number}" in tuned[0]
-    assert "2-fold patient-grouped CV (seed 0)" in tuned[0] and "optimistic" in tuned[0]
+    best, top = _check_best_config_and_summary(study_dir, trials)
+    _check_tuned_report(study_dir, best, top, tmp_path / "tuned_run")
