@@ -68,7 +68,8 @@ def prepare_display(
             the middle one. Use `case_slice` for a case's slice.
         frame: the volume of a 4-D NIfTI file (the run's data.frame); default the middle one.
     """
-    arr, meta = read_image(Path(path), window=None, slice_index=slice_index, frame=frame)
+    # color="convert": a reviewer sees any image, colour ones as luma (the run's data.color decided training)
+    arr, meta = read_image(Path(path), window=None, slice_index=slice_index, frame=frame, color="convert")
     arr = np.asarray(arr, dtype=np.float32)
     if arr.ndim == 3 and arr.shape[-1] in (3, 4):  # colour PNG/JPEG: review on luminance
         arr = arr[..., :3].mean(axis=-1)
