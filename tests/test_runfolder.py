@@ -7,7 +7,7 @@ import torch
 
 from medrec import runfolder as rf
 from medrec.errors import CheckpointError
-from medrec.runfolder import Checkpoint, CheckpointMeta
+from medrec.runfolder import Checkpoint, CheckpointMeta, TrainState
 
 
 def test_run_json_is_stamped_and_an_unknown_version_is_refused_by_name(tmp_path):
@@ -62,11 +62,11 @@ def _meta(**kw):
 
 def test_checkpoint_round_trip_and_versions(tmp_path):
     state = {"w": torch.arange(6.0).view(2, 3)}
-    ckpt = Checkpoint(_meta(selection={"rule": "last epoch"}), state, {"optimizer": {"x": 1}, "rng": None})
+    ckpt = Checkpoint(_meta(selection={"rule": "last epoch"}), state, TrainState(optimizer={"x": 1}, rng=None))
     rf.save_checkpoint(tmp_path / "a.pt", ckpt)
     back = rf.load_checkpoint(tmp_path / "a.pt")
     assert back.meta == ckpt.meta and back.meta.version == "medrec-checkpoint/2"
-    assert torch.equal(back.model["w"], state["w"]) and back.train_state["optimizer"] == {"x": 1}
+    assert torch.equal(back.model["w"], state["w"]) and back.train_state == TrainState(optimizer={"x": 1})
     raw = torch.load(tmp_path / "a.pt", weights_only=True)
     assert raw["format"] == "medrec-checkpoint/2" and raw["meta"] == ckpt.meta.to_dict()
     raw["format"] = "medrec-checkpoint/7"

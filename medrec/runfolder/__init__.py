@@ -12,6 +12,7 @@ See medrec.runfolder.folder for the layout and medrec.runfolder.checkpoint for t
 from medrec.runfolder.checkpoint import (
     Checkpoint,
     CheckpointMeta,
+    TrainState,
     load_checkpoint,
     model_from_checkpoint,
     save_checkpoint,
@@ -56,7 +57,7 @@ from medrec.runfolder.folder import (
 
 __all__ = [
     "BEST_PT", "CONFIG_YAML", "Checkpoint", "CheckpointMeta", "DEFAULT_THRESHOLD", "ERRORS_CSV", "FOLD_OOF_CSV", "FOLDS_DIR", "FORMAT", "LAST_PT",
-    "OOF_CSV", "RUN_JSON", "SPLITS_CSV", "SUPPORTED", "TEST_SET_CSV", "Thresholds", "config_path", "fold_checkpoints",
+    "OOF_CSV", "RUN_JSON", "SPLITS_CSV", "SUPPORTED", "TEST_SET_CSV", "Thresholds", "TrainState", "config_path", "fold_checkpoints",
     "fold_dir", "fold_name", "is_fold_done", "load_checkpoint", "model_from_checkpoint", "oof_path",
     "preprocessing_summary", "read_config", "read_fold_oof", "read_info", "read_info_if_any", "read_oof",
     "read_splits", "save_checkpoint", "splits_path", "thresholds", "write_config", "write_fold_oof", "write_info",

@@ -4,7 +4,7 @@ A checkpoint file (format "medrec-checkpoint/2") is a plain dict loadable with
 `torch.load(weights_only=True)`:
 
     {"format": "medrec-checkpoint/2", "meta": CheckpointMeta.to_dict(), "model": state_dict,
-     "train_state": TrainState fields or None}
+     "train_state": TrainState.to_dict() or None}
 
 `last.pt` carries the train state (optimizer, scheduler, AMP scaler, RNG states, best weights);
 `best.pt` does not. Files of format "medrec-checkpoint/1" (one flat dict) are still read.
@@ -25,7 +25,6 @@ if TYPE_CHECKING:  # torch is imported where a checkpoint is saved or loaded: re
 
 FORMAT = "medrec-checkpoint/2"
 LEGACY_FORMAT = "medrec-checkpoint/1"
-_STATE_KEYS = ("optimizer", "scheduler", "scaler", "rng", "best_weights")
 
 
 @dataclass
@@ -74,25 +73,48 @@ class CheckpointMeta:
 
 
 @dataclass
+class TrainState:
+    """What last.pt adds to resume a fold exactly: optimiser, scheduler, AMP scaler and RNG states,
+    and the best epoch's weights when early stopping keeps them (all plain data / tensors)."""
+
+    optimizer: dict[str, Any] | None = None
+    scheduler: dict[str, Any] | None = None
+    scaler: dict[str, Any] | None = None
+    rng: dict[str, Any] | None = None
+    best_weights: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        # not asdict(): it would deep-copy every optimizer tensor
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainState:
+        return cls(**{f.name: d.get(f.name) for f in fields(cls)})
+
+
+@dataclass
 class Checkpoint:
     """A loaded (or to-be-saved) checkpoint: metadata, weights and, for last.pt, the train state."""
 
     meta: CheckpointMeta
     model: dict[str, torch.Tensor]
-    train_state: dict[str, Any] | None = None  # keys: optimizer, scheduler, scaler, rng, best_weights
+    train_state: TrainState | None = None  # last.pt only
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": FORMAT, "meta": self.meta.to_dict(), "model": self.model, "train_state": self.train_state}
+        state = self.train_state.to_dict() if self.train_state is not None else None
+        return {"format": FORMAT, "meta": self.meta.to_dict(), "model": self.model, "train_state": state}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str = "checkpoint") -> Checkpoint:
         """From the file's dict, either format; a flat dict without "format" is taken as format 1."""
         fmt = d.get("format", LEGACY_FORMAT)
         if fmt == FORMAT:
-            return cls(CheckpointMeta.from_dict(d["meta"], source), d["model"], d.get("train_state"))
+            state = d.get("train_state")
+            return cls(CheckpointMeta.from_dict(d["meta"], source), d["model"],
+                       TrainState.from_dict(state) if state is not None else None)
         if fmt == LEGACY_FORMAT:  # one flat dict: metadata, weights and train state side by side
-            state = {k: d.get(k) for k in _STATE_KEYS}
-            return cls(CheckpointMeta.from_dict(d, source), d["model"], state if d.get("optimizer") else None)
+            state = TrainState.from_dict(d) if d.get("optimizer") else None
+            return cls(CheckpointMeta.from_dict(d, source), d["model"], state)
         raise CheckpointError(f"{source}: checkpoint format {fmt!r} is not supported by this medrec "
                               f"(supported: {FORMAT}, {LEGACY_FORMAT}); use the medrec version that wrote it")
 

@@ -30,7 +30,8 @@ from medrec.data.manifest import Manifest
 from medrec.data.splits import Split, inner_split
 from medrec.data.transforms import eval_transforms, train_transforms
 from medrec.fileio import atomic_write_text
-from medrec.runfolder import Checkpoint, CheckpointMeta
+from medrec.errors import CheckpointError
+from medrec.runfolder import Checkpoint, CheckpointMeta, TrainState
 from medrec.train import distributed as dist
 from medrec.train.checkpoint import rng_state
 from medrec.train.loader import TrainLoader, eval_loader, sample_weights
@@ -294,10 +295,10 @@ def _meta(ctx: FoldContext, split: Split, state: FoldState, selection: dict) -> 
 def _save_epoch(ctx: FoldContext, split: Split, parts: FoldParts, state: FoldState) -> None:
     if not dist.is_main():
         return
-    train_state = {"optimizer": parts.optimizer.state_dict(),
-                   "scheduler": parts.scheduler.state_dict() if parts.scheduler is not None else None,
-                   "scaler": parts.scaler.state_dict() if parts.scaler is not None else None,
-                   "rng": rng_state(), "best_weights": state.best_weights}
+    train_state = TrainState(optimizer=parts.optimizer.state_dict(),
+                             scheduler=parts.scheduler.state_dict() if parts.scheduler is not None else None,
+                             scaler=parts.scaler.state_dict() if parts.scaler is not None else None,
+                             rng=rng_state(), best_weights=state.best_weights)
     out = fold_dir(ctx.run_dir, split)
     rf.save_checkpoint(out / rf.LAST_PT, Checkpoint(_meta(ctx, split, state, parts.selection),
                                                     dist.unwrap(parts.model).state_dict(), train_state))
@@ -306,16 +307,18 @@ def _save_epoch(ctx: FoldContext, split: Split, parts: FoldParts, state: FoldSta
 
 def _restore(path: Path, parts: FoldParts) -> FoldState:
     ckpt = rf.load_checkpoint(path)
-    ts = ckpt.train_state or {}
-    if parts.scaler is not None and ts.get("scaler"):
-        parts.scaler.load_state_dict(ts["scaler"])
+    ts = ckpt.train_state
+    if ts is None:
+        raise CheckpointError(f"{path}: no training state (optimizer, scheduler) to resume from; not a last.pt")
+    if parts.scaler is not None and ts.scaler:
+        parts.scaler.load_state_dict(ts.scaler)
     dist.unwrap(parts.model).load_state_dict(ckpt.model)
-    parts.optimizer.load_state_dict(ts["optimizer"])
-    if parts.scheduler is not None and ts.get("scheduler") is not None:
-        parts.scheduler.load_state_dict(ts["scheduler"])
+    parts.optimizer.load_state_dict(ts.optimizer)
+    if parts.scheduler is not None and ts.scheduler is not None:
+        parts.scheduler.load_state_dict(ts.scheduler)
     m = ckpt.meta
     return FoldState(epoch=m.epoch, history=list(m.history), best=m.best, best_epoch=m.best_epoch,
-                     bad_epochs=m.bad_epochs, best_weights=ts.get("best_weights"))
+                     bad_epochs=m.bad_epochs, best_weights=ts.best_weights)
 
 
 def _rank_report(ctx: FoldContext, split: Split, net, state: FoldState) -> None:
