@@ -41,9 +41,6 @@ def prepare_data(cfg: ExperimentConfig, run_dir: Path, base_dir: Path, progress:
     """
     manifest = load_source(cfg.data, base_dir)
     base, errors = build_base_dataset(manifest, cfg.data, run_dir / "cache", progress=progress and dist.is_main())
-    if errors:
-        _write_errors(run_dir, manifest, errors)
-        log.warning("%d image(s) could not be read and were left out; see errors.csv", len(errors))
     keep = np.ones(len(manifest.table), dtype=bool)
     keep[[i for i, _ in errors]] = False
     hashes = runinfo.file_hashes(manifest)
@@ -59,6 +56,9 @@ def prepare_data(cfg: ExperimentConfig, run_dir: Path, base_dir: Path, progress:
     else:
         _check_fingerprint(run_dir, fingerprint)
         splits, test = _draw_splits(cfg, manifest, keep)
+    if errors:  # only now: a refused resume leaves the run folder's files as they were
+        _write_errors(run_dir, manifest, errors)
+        log.warning("%d image(s) could not be read and were left out; see errors.csv", len(errors))
     assert_no_patient_overlap(manifest.table["patient_id"].to_numpy(), splits, test & keep)
     if dist.is_main():
         if saved is None:
