@@ -29,18 +29,24 @@ from pathlib import Path
 from typing import Any
 
 from medrec.exitcodes import handle_errors
-from medrec.infer import Options, predict
-# Kept importable from here for older callers; new code imports medrec.infer / medrec.runfolder.
-from medrec.infer import (  # noqa: F401
-    Ensemble,
-    Inputs,
-    collect_inputs,
-    load_ensemble,
-    prediction_metrics,
-    predictions_table,
-    score_batch,
-)
-from medrec.runfolder import fold_checkpoints  # noqa: F401
+from medrec.infer.job import Options, predict  # no torch at import: predict imports it once inputs pass
+
+# Kept importable from here for older callers (on first use, so that torch is not imported before the
+# inputs are checked); new code imports medrec.infer / medrec.runfolder.
+_LEGACY = ("Ensemble", "Inputs", "collect_inputs", "load_ensemble", "prediction_metrics", "predictions_table",
+           "score_batch")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LEGACY:
+        import medrec.infer
+
+        return getattr(medrec.infer, name)
+    if name == "fold_checkpoints":
+        from medrec.runfolder import fold_checkpoints
+
+        return fold_checkpoints
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 EXIT_FAILED = 2  # nothing could be predicted: bad run folder, bad options, no inputs (as medrec.finetune)
 EXIT_UNREADABLE = 3  # --strict and at least one input could not be read

@@ -62,6 +62,35 @@ def collect_inputs(path: Path, cfg: ExperimentConfig, *, split: str = "test",
 
 
 
+def refuse_too_large(inputs: Inputs) -> Inputs:
+    """Move every input whose header declares more than the io limits (`medrec.io.preflight`, header
+    only, no model loaded) from the table to `inputs.errors`, with the reader's own message.
+
+    Raises:
+        DataError: no input is left to predict; the message gives the count and each reason.
+    """
+    from medrec.errors import ImageTooLargeError
+    from medrec.io.preflight import check_file
+
+    refused: dict[str, str] = {}
+    for path in dict.fromkeys(inputs.table["path"]):
+        try:
+            check_file(path)
+        except ImageTooLargeError as exc:
+            refused[path] = str(exc)
+    if not refused:
+        return inputs
+    inputs.errors = inputs.errors + [{"path": p, "reason": r} for p, r in refused.items()]
+    inputs.table = inputs.table[~inputs.table["path"].isin(refused)].reset_index(drop=True)
+    log.warning("%d input(s) refused before decoding: their headers declare more than the io limits", len(refused))
+    if inputs.table.empty:
+        reasons = [r if r.startswith(str(e["path"])) else f"{e['path']}: {r}" for e in inputs.errors for r in [e["reason"]]]
+        shown = "\n  ".join(reasons[:20]) + (f"\n  ... and {len(reasons) - 20} more" if len(reasons) > 20 else "")
+        raise DataError(f"nothing to predict: all {len(reasons)} input(s) refused ({len(refused)} over the io "
+                        f"limits, checked before loading any model):\n  {shown}")
+    return inputs
+
+
 def _with_slices(table: pd.DataFrame, cfg: ExperimentConfig) -> pd.DataFrame:
     """`data.slice: all` runs predict every slice of each volume, as they were trained."""
     if cfg.data.slice != "all":

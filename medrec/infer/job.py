@@ -1,4 +1,9 @@
-"""The whole predict job: load the ensemble, read the inputs, score them, write every output."""
+"""The whole predict job: read the inputs, refuse oversized ones, load the ensemble, score, write every output.
+
+torch is imported only once there is something to predict: the inputs are collected with the run's
+config.yaml and header-checked against its io limits (`medrec.io.preflight`) first, so a folder of
+decompression bombs is refused in a fraction of a second and a few tens of MB.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +11,21 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
-import torch
 
+from medrec import runfolder as rf
 from medrec.data.manifest import table_slices
 from medrec.errors import ConfigError
 from medrec.fileio import atomic_write_json, atomic_write_text
-from medrec.infer.engine import ImageDataset, make_loader, predict_batches
-from medrec.infer.ensemble import Ensemble, load_ensemble
-from medrec.infer.inputs import collect_inputs
+from medrec.infer.inputs import Inputs, collect_inputs, refuse_too_large
 from medrec.infer.threshold import tune_ensemble_threshold
-from medrec.infer.outputs import metadata, prediction_metrics, predictions_table, sidecar, write_cams
+
+if TYPE_CHECKING:
+    import torch
+
+    from medrec.infer.ensemble import Ensemble
 
 log = logging.getLogger(__name__)
 
@@ -50,20 +57,25 @@ def predict(run_dir: str | Path, input_path: str | Path, out_csv: str | Path | N
     Returns:
         The metadata written to `<out>.meta.json` (counts, files, settings, timing).
     Raises:
-        CheckpointError, ConfigError, DataError: the run, the options or the input are unusable.
+        CheckpointError, ConfigError, DataError: the run, the options or the input are unusable
+            (DataError too when every input is refused, before any model is loaded).
     """
     o, start = options or Options(), time.perf_counter()
     run_dir = Path(run_dir).resolve()
     if o.tta not in ("none", "flip"):
         raise ConfigError(f"--tta {o.tta} unknown; valid: none, flip")
     out_csv = Path(out_csv) if out_csv else run_dir / "predictions" / "predictions.csv"
+    inputs = _checked_inputs(run_dir, Path(input_path), o)
+    import torch  # only now: something is left to predict
+
+    from medrec.infer.ensemble import load_ensemble
+    from medrec.infer.outputs import metadata, prediction_metrics, sidecar, write_cams
+
     ens = load_ensemble(run_dir, o.folds, device=o.device)
     cam_class = _cam_class(ens, o) if o.cam else None
     settings = _settings(ens, o, ens.device)
     if settings["channels_last"]:
         ens.models = [m.to(memory_format=torch.channels_last) for m in ens.models]
-    inputs = collect_inputs(Path(input_path), ens.cfg, split=o.split,
-                            allow_identifying_paths=o.allow_identifying_paths)
     tuning = tune_ensemble_threshold(ens, o, settings, inputs.table) if o.tune_threshold else None
     table, errors, timing = _score(ens, inputs, o, settings)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
@@ -82,8 +94,23 @@ def predict(run_dir: str | Path, input_path: str | Path, out_csv: str | Path | N
     return meta
 
 
+def _checked_inputs(run_dir: Path, input_path: Path, o: Options) -> Inputs:
+    """--input as a table (with the run's config.yaml, which also sets its io limits), every file's
+    header checked against those limits: the refused ones are in `errors`, not in `table`.
+
+    Raises:
+        CheckpointError: no config.yaml in `run_dir`. DataError: no input, or every input refused.
+    """
+    cfg = rf.read_config(run_dir)
+    inputs = collect_inputs(input_path, cfg, split=o.split, allow_identifying_paths=o.allow_identifying_paths)
+    return refuse_too_large(inputs)
+
+
 def _score(ens: Ensemble, inputs, o: Options, settings: dict) -> tuple[pd.DataFrame, list[dict], dict]:
     """(predictions table, read errors, timing) of the ensemble on `inputs`."""
+    from medrec.infer.engine import ImageDataset, make_loader, predict_batches
+    from medrec.infer.outputs import predictions_table
+
     ds = ImageDataset(list(inputs.table["path"]), ens, slices=table_slices(inputs.table))
     bar = _progress(len(ds)) if o.progress else None
     started = time.perf_counter()

@@ -2,13 +2,15 @@
 
 Each consumer (read_image, the indexer, predict's preprocessing chain) runs in a child process that
 reads the whole crafted corpus (`crafted.py`) and reports, per file, the error and the CPU time of
-the call; the child's peak RSS comes from `resource.getrusage`. Truths: the sizes the files declare,
+the call; the child's peak RSS comes from `resource.getrusage`. The real `python -m medrec.predict` is
+measured whole, per file: it checks the headers (`medrec.io.preflight`) before it imports torch. Truths: the sizes the files declare,
 pydicom's own decode of a genuine deflated file, and Pillow's MAX_IMAGE_PIXELS before and after.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +29,7 @@ from medrec.io.limits import Limits, check_size, use_limits
 sys.path.insert(0, str(Path(__file__).parent))
 import crafted  # noqa: E402
 
+PSEUDONYM_KEY = "0123456789abcdef0123456789abcdef"  # predict's DICOM pseudonyms, fixed for the tests
 MAX_RSS_MB = 500
 MAX_CPU_S = 2.0
 DICOM_FILES = ("deflate.dcm", "rle.dcm", "jpeg.dcm", "lying.dcm")
@@ -129,6 +132,81 @@ def test_predict_chain_refuses_every_crafted_file(corpus):
         assert "io.max_pixels" in r["out"][0] or "io.max_bytes" in r["out"][0], (name, r)
         # torch's import sets the high-water mark; what the refusals add on top is what is bounded
         assert r["cpu_s"] <= MAX_CPU_S and r["peak_mb"] - r["baseline_mb"] <= MAX_RSS_MB, (name, r)
+
+
+# Runs `python -m medrec.predict ...` (argv[1:]) and prints, on stdout, the CLI process's own exit code,
+# CPU time and peak RSS (getrusage of its waited-for child: this small launcher is its only parent, so
+# the high-water mark it starts from is the launcher's ~10 MB, not pytest's).
+CLI_LAUNCHER = r"""
+import json, resource, subprocess, sys
+rc = subprocess.call(sys.argv[1:], stdout=subprocess.DEVNULL)
+r = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(json.dumps({"rc": rc, "cpu_s": r.ru_utime + r.ru_stime, "peak_mb": r.ru_maxrss / 1024}))
+"""
+
+
+@pytest.fixture(scope="module")
+def config_only_run(tmp_path_factory) -> Path:
+    """A run folder with just its config.yaml (configs/chest_xray.yaml resolved): predict reads it and
+    refuses the inputs before it would look for a fold checkpoint."""
+    from medrec.config import load_config, save_config
+
+    run = tmp_path_factory.mktemp("config_only_run")
+    with use_limits(None):  # load_config sets the process's io limits; keep this process's as they were
+        save_config(load_config(Path(__file__).parents[2] / "configs" / "chest_xray.yaml"), run / "config.yaml")
+    return run
+
+
+def predict_cli(run: Path, input_path: Path, out: Path) -> tuple[dict, str]:
+    cli = [sys.executable, "-m", "medrec.predict", "--run", str(run), "--input", str(input_path), "--out", str(out)]
+    env = {**os.environ, "MEDREC_PSEUDONYM_KEY": PSEUDONYM_KEY}  # never the account's own key file
+    proc = subprocess.run([sys.executable, "-c", CLI_LAUNCHER, *cli], capture_output=True, text=True, timeout=300,
+                          env=env)
+    return json.loads(proc.stdout.splitlines()[-1]), proc.stderr
+
+
+def test_predict_cli_refuses_each_crafted_file_before_loading_a_model(corpus, config_only_run, tmp_path):
+    """The real CLI on each bomb, and on the folder of all of them: exit 2 (nothing left to predict), every
+    file named with the limit it breaks, no output file, <= 2 s CPU and <= 500 MB peak RSS per process
+    (it never imports torch: ~200 MB and ~1.5 s CPU, nearly all of it pandas/pydicom imports)."""
+    files = sorted(corpus.glob("*/*"))
+    for path in [*files, corpus]:
+        out = tmp_path / path.name / "preds.csv"
+        usage, stderr = predict_cli(config_only_run, path, out)
+        print(f"predict --input {path.name}: exit {usage['rc']}, CPU {usage['cpu_s']:.2f} s, "
+              f"peak RSS {usage['peak_mb']:.0f} MB")
+        assert usage["rc"] == 2, stderr[-2000:]
+        assert "DataError: nothing to predict" in stderr and "checked before loading any model" in stderr, stderr
+        for f in files if path == corpus else [path]:
+            line = next((ln for ln in stderr.splitlines() if str(f) in ln), "")
+            assert "io.max_pixels" in line or "io.max_bytes" in line, (f.name, stderr[-2000:])
+        assert f"all {len(files) if path == corpus else 1} input(s) refused" in stderr
+        assert not out.parent.exists()  # refused before anything is written
+        assert usage["cpu_s"] <= MAX_CPU_S and usage["peak_mb"] <= MAX_RSS_MB, (path.name, usage)
+
+
+def test_predict_lists_a_bomb_in_its_errors_and_predicts_the_rest(samples_run, corpus, tmp_path, monkeypatch):
+    """A folder of two genuine DICOMs and a PNG bomb, with the suite's trained run: the bomb is in
+    preds.errors.csv with its limit, the two others are predicted, exit 0."""
+    from medrec.predict import main as predict_main
+
+    monkeypatch.setenv("MEDREC_PSEUDONYM_KEY", PSEUDONYM_KEY)
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    images = Path(__file__).parents[2] / "data_samples" / "chest_xray" / "images"
+    for name in ("P001_1.dcm", "P002_1.dcm"):
+        (folder / name).write_bytes((images / name).read_bytes())
+    (folder / "big.png").write_bytes((corpus / "big" / "big.png").read_bytes())
+    out = tmp_path / "out" / "preds.csv"
+    with use_limits(None):
+        assert predict_main(["--run", str(samples_run[0]), "--input", str(folder), "--out", str(out), "--quiet"]) == 0
+    import pandas as pd
+
+    preds, errors = pd.read_csv(out), pd.read_csv(out.parent / "preds.errors.csv")
+    assert sorted(Path(p).name for p in preds["path"]) == ["P001_1.dcm", "P002_1.dcm"]
+    assert preds["score"].between(0, 1).all()
+    assert [Path(p).name for p in errors["path"]] == ["big.png"]
+    assert "12000 x 12000" in errors["reason"][0] and "io.max_pixels" in errors["reason"][0]
 
 
 def test_limits_can_be_raised_and_lowered(tmp_path):
