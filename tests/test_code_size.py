@@ -48,8 +48,6 @@ def test_the_checker_measures_what_it_claims():
     assert python_files() and all(p.suffix == ".py" for p in python_files())
 
 
-@pytest.mark.xfail(strict=False, reason="issue 17 splits still in progress by the other helpers; "
-                                        "the coordinator removes this mark when they land")
 def test_no_file_over_450_lines_and_no_function_over_50():
     problems = []
     for path in python_files():
