@@ -65,13 +65,17 @@ def predict(run_dir: str | Path, input_path: str | Path, out_csv: str | Path | N
     if o.tta not in ("none", "flip"):
         raise ConfigError(f"--tta {o.tta} unknown; valid: none, flip")
     out_csv = Path(out_csv) if out_csv else run_dir / "predictions" / "predictions.csv"
-    inputs = _checked_inputs(run_dir, Path(input_path), o)
+    # With config.yaml (every run medrec.finetune writes) the inputs are checked before torch loads;
+    # a folder holding only fold checkpoints takes the config from the first of them.
+    early = rf.config_path(run_dir).is_file()
+    inputs = _checked_inputs(rf.read_config(run_dir), Path(input_path), o) if early else None
     import torch  # only now: something is left to predict
 
     from medrec.infer.ensemble import load_ensemble
     from medrec.infer.outputs import metadata, prediction_metrics, sidecar, write_cams
 
     ens = load_ensemble(run_dir, o.folds, device=o.device)
+    inputs = inputs or _checked_inputs(ens.cfg, Path(input_path), o)
     cam_class = _cam_class(ens, o) if o.cam else None
     settings = _settings(ens, o, ens.device)
     if settings["channels_last"]:
@@ -94,14 +98,16 @@ def predict(run_dir: str | Path, input_path: str | Path, out_csv: str | Path | N
     return meta
 
 
-def _checked_inputs(run_dir: Path, input_path: Path, o: Options) -> Inputs:
+def _checked_inputs(cfg, input_path: Path, o: Options) -> Inputs:
     """--input as a table (with the run's config.yaml, which also sets its io limits), every file's
     header checked against those limits: the refused ones are in `errors`, not in `table`.
 
     Raises:
-        CheckpointError: no config.yaml in `run_dir`. DataError: no input, or every input refused.
+        DataError: no input, or every input refused.
     """
-    cfg = rf.read_config(run_dir)
+    from medrec.io.limits import set_limits
+
+    set_limits(cfg.io)  # load_config did it for config.yaml; a checkpoint's config too
     inputs = collect_inputs(input_path, cfg, split=o.split, allow_identifying_paths=o.allow_identifying_paths)
     return refuse_too_large(inputs)
 
