@@ -86,14 +86,15 @@ class FolderScan:
     skipped: list[Path] = field(default_factory=list)  # files that are not images
 
 
-def scan_folder(root: str | Path) -> FolderScan:
-    """Every image file under `root` (sorted), hidden files and folders left out.
+def walk_files(root: str | Path, *, skip_dirs: tuple[str, ...] = ()) -> tuple[list[Path], list[dict[str, str]]]:
+    """All regular files under `root` (sorted), hidden files and folders and `skip_dirs` left out.
 
     Folders are not followed through symlinks (no loops). A folder that cannot be listed is an
-    error row, not an exception: a long job goes on with the rest.
+    error row ({"path": folder, "reason": ...}), not an exception: a long job goes on with the rest.
     """
-    root = Path(root)
-    out, stack = FolderScan(), [root]
+    files: list[Path] = []
+    errors: list[dict[str, str]] = []
+    stack = [Path(root)]
     while stack:
         folder = stack.pop()
         try:
@@ -102,13 +103,19 @@ def scan_folder(root: str | Path) -> FolderScan:
                     if entry.name.startswith("."):  # .DS_Store, AppleDouble ._ files, .git
                         continue
                     if entry.is_dir(follow_symlinks=False):
-                        if entry.name != "__MACOSX":  # zip archives made on a Mac
+                        if entry.name not in skip_dirs:
                             stack.append(Path(entry.path))
                     elif entry.is_file():
-                        path = Path(entry.path)
-                        (out.images if is_image_file(path) else out.skipped).append(path)
+                        files.append(Path(entry.path))
         except OSError as exc:
-            out.errors.append({"path": str(folder), "reason": f"folder cannot be listed ({exc.strerror})"})
-    out.images.sort()
-    out.skipped.sort()
+            errors.append({"path": str(folder), "reason": f"folder cannot be listed ({exc.strerror})"})
+    return sorted(files), errors
+
+
+def scan_folder(root: str | Path) -> FolderScan:
+    """Every image file under `root` (sorted), hidden files and folders and Mac zip folders left out."""
+    files, errors = walk_files(root, skip_dirs=("__MACOSX",))  # __MACOSX: zip archives made on a Mac
+    out = FolderScan(errors=errors)
+    for path in files:
+        (out.images if is_image_file(path) else out.skipped).append(path)
     return out

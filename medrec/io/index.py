@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import logging
 import multiprocessing
-import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -55,29 +54,14 @@ class IndexResult:
 
 
 def walk_files(root: Path) -> tuple[list[Path], list[dict[str, str]]]:
-    """All regular files under `root` (hidden files and folders skipped), sorted.
+    """All regular files under `root` (medrec.io.formats.walk_files), folder errors relative to `root`."""
+    from medrec.io.formats import walk_files as walk
 
-    Folders are not followed through symlinks (no loops). Returns the files and one error
-    row for each folder that could not be listed.
-    """
-    files: list[Path] = []
-    errors: list[dict[str, str]] = []
-    stack = [root]
-    while stack:
-        folder = stack.pop()
-        try:
-            with os.scandir(folder) as entries:
-                for entry in entries:
-                    if entry.name.startswith("."):  # .DS_Store, AppleDouble ._ files, .git
-                        continue
-                    if entry.is_dir(follow_symlinks=False):
-                        stack.append(Path(entry.path))
-                    elif entry.is_file():
-                        files.append(Path(entry.path))
-        except OSError as exc:
-            rel = folder.relative_to(root).as_posix() if folder != root else "."
-            errors.append({"path": rel, "reason": f"folder cannot be listed ({exc.strerror})"})
-    return sorted(files), errors
+    files, errors = walk(root)
+    for row in errors:
+        folder = Path(row["path"])
+        row["path"] = folder.relative_to(root).as_posix() if folder != Path(root) else "."
+    return files, errors
 
 
 def index_tree(

@@ -30,7 +30,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 
-from medrec.samples.common import (add_patient, file_meta, generator_main, prepare_folder, smooth_noise, soft,
+from medrec.samples.common import (add_patient, file_meta, generator_cli, prepare_folder, smooth_noise, soft,
                                   write_manifest)
 
 SEED = 20240611
@@ -314,9 +314,7 @@ def generate(out: Path, patients: int) -> list[dict]:
     return rows
 
 
-def main(argv: list[str] | None = None, default_out: Path = Path("chest_xray")) -> None:
-    generator_main(argv, doc=__doc__, generate=generate, default_out=default_out,
-                   default_patients=DEFAULT_PATIENTS, what=("images", "with opacity"))
+main = generator_cli(__doc__, generate, Path("chest_xray"), DEFAULT_PATIENTS, ("images", "with opacity"))
 
 
 if __name__ == "__main__":

@@ -76,3 +76,13 @@ def generator_main(argv: list[str] | None, *, doc: str, generate: Callable[[Path
     rows = generate(args.out, args.patients)
     positives = sum(r["label"] for r in rows)
     print(f"wrote {len(rows)} {what[0]} of {args.patients} patients ({positives} {what[1]}) to {args.out}")
+
+
+def generator_cli(doc: str, generate: Callable[[Path, int], list[dict]], default_out: Path, default_patients: int,
+                  what: tuple[str, str]) -> Callable[..., None]:
+    """A generator module's `main(argv=None, default_out=...)`, the command line of generator_main."""
+    def main(argv: list[str] | None = None, default_out: Path = default_out) -> None:
+        generator_main(argv, doc=doc, generate=generate, default_out=default_out,
+                       default_patients=default_patients, what=what)
+
+    return main

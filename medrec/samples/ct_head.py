@@ -38,7 +38,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 
-from medrec.samples.common import add_patient, file_meta, generator_main, prepare_folder, write_manifest
+from medrec.samples.common import add_patient, file_meta, generator_cli, prepare_folder, write_manifest
 from medrec.samples.ct_head_phantom import SEED, SIZE, Slice, draw_patient, draw_slice  # noqa: F401 (API)
 
 DEFAULT_PATIENTS = 30
@@ -161,9 +161,7 @@ def generate(out: Path, patients: int) -> list[dict]:
     return rows
 
 
-def main(argv: list[str] | None = None, default_out: Path = Path("ct_head")) -> None:
-    generator_main(argv, doc=__doc__, generate=generate, default_out=default_out,
-                   default_patients=DEFAULT_PATIENTS, what=("slices", "with a bleed"))
+main = generator_cli(__doc__, generate, Path("ct_head"), DEFAULT_PATIENTS, ("slices", "with a bleed"))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from medrec.samples.common import generator_main, prepare_folder, soft, write_manifest
+from medrec.samples.common import generator_cli, prepare_folder, soft, write_manifest
 
 SEED = 20240917
 DEFAULT_PATIENTS = 38
@@ -358,9 +358,7 @@ def generate(out: Path, patients: int) -> list[dict]:
     return rows
 
 
-def main(argv: list[str] | None = None, default_out: Path = Path("mri_brain")) -> None:
-    generator_main(argv, doc=__doc__, generate=generate, default_out=default_out,
-                   default_patients=DEFAULT_PATIENTS, what=("volumes", "with a lesion"))
+main = generator_cli(__doc__, generate, Path("mri_brain"), DEFAULT_PATIENTS, ("volumes", "with a lesion"))
 
 
 if __name__ == "__main__":
