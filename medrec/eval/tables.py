@@ -61,13 +61,22 @@ def _run_json_rows(info: dict) -> list[tuple[str, str]]:
     rows = []
     selection = info.get("model_selection")
     if isinstance(selection, dict) and selection.get("note"):
-        epochs = [e.get("epoch") for e in selection.get("epochs") or [] if isinstance(e, dict)]
-        chosen = f" (epochs chosen: {', '.join(map(str, epochs))})" if epochs else ""
+        chosen = _epochs_chosen(selection.get("epochs"))
         rows.append(("Model selection", f"{selection['note']}{chosen}"))
     flow = image_flow(info.get("images"))
     if flow:
         rows.append(("Image flow", flow))
     return rows
+
+
+def _epochs_chosen(epochs) -> str:
+    """run.json stores 0-based epoch indices; the log and the report count from 1 ("epoch 10 of 10")."""
+    shown = []
+    for e in epochs or []:
+        if isinstance(e, dict) and isinstance(e.get("epoch"), int):
+            n = e.get("epochs_trained")
+            shown.append(f"{e['epoch'] + 1}" + (f" of {n}" if isinstance(n, int) else ""))
+    return f" (epochs chosen, counted from 1: {', '.join(shown)})" if shown else ""
 
 
 def image_flow(counts) -> str | None:

@@ -308,7 +308,8 @@ def test_header_states_image_flow_and_model_selection_from_run_json(tmp_path):
     counts.add(error="y.dcm: cannot decode")
     selection = {"rule": "best auroc", "monitored_on": "inner", "inner_fraction": 0.15,
                  "note": "epoch chosen on an inner patient-grouped split of each training fold",
-                 "epochs": [{"fold": 0, "repeat": 0, "epoch": 3}, {"fold": 1, "repeat": 0, "epoch": 5}]}
+                 "epochs": [{"fold": 0, "repeat": 0, "epoch": 3, "epochs_trained": 9},
+                            {"fold": 1, "repeat": 0, "epoch": 5}]}
     table = oof_table("binary", ("effusion",), n_patients=20, seed=3)
     run = write_run(tmp_path / "run", table, "binary", ("effusion",), eval_cfg={"bootstrap": 10, "worst_cases": 0},
                     info={"images": counts.to_dict(), "model_selection": selection})
@@ -317,7 +318,7 @@ def test_header_states_image_flow_and_model_selection_from_run_json(tmp_path):
     assert f"<td>Image flow</td><td>{counts.summary()}</td>" in html
     assert "8 images listed, 6 read" in counts.summary()  # the line the io helper's ReadCounts writes
     assert ("<td>Model selection</td><td>epoch chosen on an inner patient-grouped split of each training fold "
-            "(epochs chosen: 3, 5)</td>") in html
+            "(epochs chosen, counted from 1: 4 of 9, 6)</td>") in html  # run.json's indices are 0-based
 
 
 def test_thumbnails_are_read_only_inside_the_runs_data_folder(tmp_path):
