@@ -72,6 +72,18 @@ def test_cli_refuses_unknown_key_before_any_work(tmp_path, capsys):
     assert not (tmp_path / "study").exists()
 
 
+def test_cli_refuses_a_subgroup_column_the_manifest_lacks_before_the_first_trial(tmp_path, capsys):
+    from medrec.tune import main
+
+    raw = tiny_config({"train.lr": {"log_uniform": [1e-4, 1e-2]}})
+    raw["eval"]["subgroups"] = ["sex", "site"]
+    path = write(tmp_path / "c.yaml", raw)
+    assert main(["--config", str(path), "--trials", "2", "--out", str(tmp_path / "study")]) == 2
+    err = capsys.readouterr().err
+    assert "eval.subgroups names column 'site'" in err and "'sex'" not in err
+    assert not (tmp_path / "study").exists()  # no trial ran
+
+
 @pytest.mark.parametrize("key, param, expect", [
     ("model.arch", {"choice": ["resnet18", "resnet5"]}, "tune.space.model.arch value 'resnet5'"),
     ("train.epochs", {"int": [0, 3]}, "tune.space.train.epochs value 0"),

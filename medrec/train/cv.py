@@ -31,6 +31,25 @@ from medrec.train.monitor import Trackers
 log = logging.getLogger(__name__)
 
 
+def check_eval_columns(cfg: ExperimentConfig, manifest: Manifest) -> None:
+    """Columns that `eval.subgroups` / `eval.aggregate: [study]` name must be in the manifest: found
+    before training, not as a missing section of the report after an hour of it.
+
+    Raises:
+        ConfigError: naming the key, the missing column, the manifest's columns and the fix.
+    """
+    cols = set(map(str, manifest.table.columns))
+    need = [("eval.subgroups", c) for c in cfg.eval.subgroups] + (
+        [("eval.aggregate: [study]", "study_id")] if "study" in cfg.eval.aggregate else [])
+    missing = [(key, c) for key, c in need if c not in cols]
+    if missing:
+        what = "; ".join(f"{key} names column '{c}'" for key, c in missing)
+        raise ConfigError(
+            f"{what}, which {manifest.source} does not have (its columns: {', '.join(sorted(cols))}). "
+            "Add the column to the manifest (python -m medrec.index writes sex, age_band, view_position, study_id "
+            "for DICOM) or remove it from the config.")
+
+
 def prepare_data(cfg: ExperimentConfig, run_dir: Path, base_dir: Path, progress: bool = True):
     """Manifest, cached base dataset (bad images dropped and listed), the leakage-checked splits and
     the data fingerprint. A run folder with a splits.csv (a resumed run) reuses its splits, after
@@ -40,6 +59,7 @@ def prepare_data(cfg: ExperimentConfig, run_dir: Path, base_dir: Path, progress:
         DataChangedError: resuming, and the data differs from what the saved splits were drawn from.
     """
     manifest = load_source(cfg.data, base_dir)
+    check_eval_columns(cfg, manifest)
     base, errors = build_base_dataset(manifest, cfg.data, run_dir / "cache", progress=progress and dist.is_main())
     keep = np.ones(len(manifest.table), dtype=bool)
     keep[[i for i, _ in errors]] = False

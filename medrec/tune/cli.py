@@ -89,6 +89,15 @@ def check_tunable(cfg: ExperimentConfig, source: str) -> None:
                           "tune the original config instead")
 
 
+def check_data(cfg: ExperimentConfig, base_dir: Path) -> None:
+    """The manifest loads and has the columns the evaluation names, before the first trial (a trial's
+    data error would otherwise fail every trial in turn)."""
+    from medrec.data.sources import load_source
+    from medrec.train.cv import check_eval_columns
+
+    check_eval_columns(cfg, load_source(cfg.data, base_dir))
+
+
 def store_config(study_dir: Path, raw: dict[str, Any], base_dir: Path) -> None:
     """tune_config.yaml, or, for an existing study, check that the same config is resumed."""
     from medrec.fileio import atomic_write_text
@@ -160,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         from medrec.tune.study import lock
 
         check_candidates(raw, cfg.tune, source)
+        check_data(cfg, base_dir)
         study_dir.mkdir(parents=True, exist_ok=True)
         held = lock(study_dir)
         store_config(study_dir, raw, base_dir)
