@@ -13,6 +13,7 @@ The threshold is the run's (run.json), chosen on single-model out-of-fold scores
 Outputs, beside `--out` (default RUN/predictions/predictions.csv), see README "Prediction files":
     preds.csv           one row per predicted image
     preds.errors.csv    path, reason: inputs that could not be read (header only if none)
+    preds.conversions.csv  path, conversion: inputs not stored grey (e.g. grey saved as RGB JPEG)
     preds.meta.json     what was run: models, preprocessing, threshold, TTA, counts, timing
     preds.metrics.json  metrics with bootstrap CIs, when the input carries labels
     cams/<image_id>.npy|.png  Grad-CAM maps and overlays with --cam (medrec.explain)
@@ -115,8 +116,13 @@ def summary(meta: dict[str, Any]) -> str:
     f = meta["files"]
     lines = [f"predicted {meta['n_predicted']} image(s) with {len(meta['models'])} fold model(s) "
              f"({meta['images_per_s']} images/s) -> {f['predictions']}"]
+    images = meta.get("images") or {}
+    if meta["n_errors"] or images.get("converted"):  # e.g. "... 131 near-grey RGB read as grey, 11 refused (11 colour)"
+        lines.append(f"images: {meta['images_summary']}")
     if meta["n_errors"]:
         lines.append(f"{meta['n_errors']} input(s) could not be read: see {f['errors']}")
+    if images.get("converted"):
+        lines.append(f"how each converted image was read: {f['conversions']}")
     if meta["input"]["n_skipped_not_images"]:
         lines.append(f"{meta['input']['n_skipped_not_images']} file(s) skipped: not DICOM, PNG, JPEG or NIfTI")
     if f["metrics"]:

@@ -160,6 +160,42 @@ def test_bad_files_are_listed_and_the_rest_predicted(run, tmp_path):
     assert len(read(strict)) == 4  # still written
 
 
+def test_how_each_input_was_read_is_counted_listed_and_printed(run, tmp_path, capsys):
+    """Grey saved every which way: the same pixels as grey PNG, RGB PNG and palette PNG score the same and
+    are listed with their conversion; a near-grey RGB JPEG is read, a colour PNG and a broken file refused;
+    the counts in preds.meta.json and the printed line match those files."""
+    gray, _ = _dicom_gray(SAMPLES / "images" / "P003_1.dcm")
+    folder = tmp_path / "ward"
+    folder.mkdir()
+    Image.fromarray(gray).save(folder / "a_gray.png")
+    Image.fromarray(gray).convert("RGB").save(folder / "b_rgb.png")  # three equal channels
+    pal = Image.fromarray(gray).convert("P")
+    np.testing.assert_array_equal(np.asarray(pal.convert("L")), gray)  # palette of greys holds every value
+    pal.save(folder / "c_palette.png")
+    noisy = np.clip(gray[..., None] + np.random.default_rng(1).normal(0, 1.0, (*gray.shape, 3)), 0, 255)
+    Image.fromarray(noisy.round().astype(np.uint8)).save(folder / "d_rgb.jpg", quality=95)
+    Image.fromarray(np.stack([gray, np.roll(gray, 5, axis=1), 255 - gray], axis=-1)).save(folder / "e_colour.png")
+    (folder / "f_broken.dcm").write_bytes(b"\x00" * 200 + b"not a dicom file")
+    out = tmp_path / "out" / "preds.csv"
+    assert predict_main(["--run", str(run), "--input", str(folder), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    preds = read(out).assign(name=lambda t: t["path"].map(lambda p: Path(p).name)).set_index("name")
+    assert set(preds.index) == {"a_gray.png", "b_rgb.png", "c_palette.png", "d_rgb.jpg"}
+    score = preds["score"]
+    assert score["b_rgb.png"] == pytest.approx(score["a_gray.png"], abs=1e-6)  # the same pixels, read as grey
+    assert score["c_palette.png"] == pytest.approx(score["a_gray.png"], abs=1e-6)
+    conv = pd.read_csv(out.parent / "preds.conversions.csv")
+    kinds = dict(zip(conv["path"].map(lambda p: Path(p).name), conv["conversion"]))
+    assert kinds["b_rgb.png"] == "rgb_identical" and kinds["c_palette.png"] == "palette"
+    assert kinds["d_rgb.jpg"] in ("rgb_identical", "rgb_near_grey") and "a_gray.png" not in kinds
+    images = json.loads((out.parent / "preds.meta.json").read_text())["images"]
+    expect_conv = pd.Series(list(kinds.values())).value_counts().to_dict()
+    assert images == {"listed": 6, "read": 4, "converted": expect_conv, "alpha_not_opaque": 0,
+                      "refused": {"colour": 1, "unreadable": 1}}
+    assert "images: 6 images listed, 4 read (" in printed and "2 refused (1 colour, 1 unreadable)" in printed
+    assert str(out.parent / "preds.conversions.csv") in printed
+
+
 def test_dicom_patients_get_keyed_pseudonyms_never_raw_ids(run, tmp_path):
     folder = tmp_path / "dicoms"
     folder.mkdir()

@@ -44,7 +44,7 @@ class ImageDataset(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        from medrec.data.transforms import ERROR_KEY
+        from medrec.data.transforms import ERROR_KEY, READ_KEY
 
         try:
             k = self.slices[i]
@@ -54,7 +54,8 @@ class ImageDataset(torch.utils.data.Dataset):
             item = self.pre(item)
             if ERROR_KEY in item:
                 return {"index": i, "error": item[ERROR_KEY]}
-            out = {"index": i, "image": self.finish({"image": item["image"]})["image"]}
+            out = {"index": i, "image": self.finish({"image": item["image"]})["image"],
+                   "conversion": item.get(READ_KEY, "grey")}  # how it was read (grey, rgb_near_grey, ...)
         except Exception as exc:  # e.g. an image that reads but cannot be resized; reported, not fatal
             return {"index": i, "error": f"{type(exc).__name__}: {exc}"}
         if self.keep_geometry:
@@ -67,7 +68,8 @@ def collate(batch: list[dict]) -> dict[str, Any]:
     good = [b for b in batch if "image" in b]
     return {"image": torch.stack([b["image"] for b in good]) if good else None,
             "index": [b["index"] for b in good], "ops": [b.get("ops") for b in good],
-            "errors": [(b["index"], b["error"]) for b in batch if "error" in b]}
+            "errors": [(b["index"], b["error"]) for b in batch if "error" in b],
+            "conversions": [(b["index"], b["conversion"]) for b in good if b.get("conversion", "grey") != "grey"]}
 
 
 def make_loader(dataset: ImageDataset, batch_size: int, workers: int, device: torch.device):

@@ -81,7 +81,7 @@ def predict(run_dir: str | Path, input_path: str | Path, out_csv: str | Path | N
     if settings["channels_last"]:
         ens.models = [m.to(memory_format=torch.channels_last) for m in ens.models]
     tuning = tune_ensemble_threshold(ens, o, settings, inputs.table) if o.tune_threshold else None
-    table, errors, timing = _score(ens, inputs, o, settings)
+    table, errors, timing, reading = _score(ens, inputs, o, settings)
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out_csv, table.to_csv(index=False))
     atomic_write_text(sidecar(out_csv, "errors.csv"), pd.DataFrame(errors, columns=["path", "reason"]).to_csv(index=False))
@@ -94,6 +94,7 @@ def predict(run_dir: str | Path, input_path: str | Path, out_csv: str | Path | N
     timing["total_s"] = time.perf_counter() - start
     meta = metadata(ens, inputs, o, settings, out_csv, table, errors, metrics, cams, timing)
     meta["threshold_tuning"] = tuning
+    meta |= reading.write(sidecar(out_csv, "conversions.csv"), meta["files"])
     atomic_write_json(sidecar(out_csv, "meta.json"), meta)
     return meta
 
@@ -112,23 +113,59 @@ def _checked_inputs(cfg, input_path: Path, o: Options) -> Inputs:
     return refuse_too_large(inputs)
 
 
-def _score(ens: Ensemble, inputs, o: Options, settings: dict) -> tuple[pd.DataFrame, list[dict], dict]:
-    """(predictions table, read errors, timing) of the ensemble on `inputs`."""
+def _score(ens: Ensemble, inputs, o: Options, settings: dict) -> tuple[pd.DataFrame, list[dict], dict, Reading]:
+    """(predictions table, read errors, timing, how the images were read) of the ensemble on `inputs`."""
     from medrec.infer.engine import ImageDataset, make_loader, predict_batches
     from medrec.infer.outputs import predictions_table
 
     ds = ImageDataset(list(inputs.table["path"]), ens, slices=table_slices(inputs.table))
     bar = _progress(len(ds)) if o.progress else None
-    started = time.perf_counter()
+    started, conversions = time.perf_counter(), {}
+
+    def noted(batches):  # each batch's conversions, on its way to the networks
+        for batch in batches:
+            conversions.update(batch["conversions"])
+            yield batch
+
     scores, rows, read_errors = predict_batches(
-        ens.models, make_loader(ds, settings["batch_size"], settings["workers"], ens.device), ens.task,
+        ens.models, noted(make_loader(ds, settings["batch_size"], settings["workers"], ens.device)), ens.task,
         device=ens.device, tta=o.tta, amp=settings["amp"], channels_last=settings["channels_last"],
         on_batch=bar.update if bar else None)
     if bar:
         bar.close()
     table = predictions_table(inputs.table.iloc[rows], scores, ens, fold_scores=o.fold_scores)
     errors = inputs.errors + [{"path": ds.paths[i], "reason": r} for i, r in read_errors]
-    return table, errors, {"inference_s": time.perf_counter() - started}
+    reading = Reading([conversions.get(i, "grey") for i in rows], [e["reason"] for e in errors],
+                      [(ds.paths[i], c) for i, c in sorted(conversions.items())])
+    return table, errors, {"inference_s": time.perf_counter() - started}, reading
+
+
+@dataclass
+class Reading:
+    """How predict's inputs were read: the conversion of each predicted image, the reason of each
+    refused one, and the (path, conversion) of the images not stored grey."""
+
+    conversions: list[str]
+    refusals: list[str]
+    converted: list[tuple[str, str]]
+
+    def write(self, path: Path, files: dict) -> dict:
+        """Write the conversions list to `path`; the metadata keys: the image flow, as in run.json."""
+        atomic_write_text(path, pd.DataFrame(self.converted, columns=["path", "conversion"]).to_csv(index=False))
+        counts = self.counts()
+        return {"images": counts.to_dict(), "images_summary": counts.summary(),
+                "files": {**files, "conversions": str(path)}}
+
+    def counts(self):
+        """medrec.data.reading.ReadCounts: listed -> read (and how) -> refused (by reason)."""
+        from medrec.data.reading import ReadCounts, ReadInfo
+
+        counts = ReadCounts()
+        for c in self.conversions:
+            counts.add(ReadInfo(c))
+        for reason in self.refusals:
+            counts.add(error=reason)
+        return counts
 
 
 def _settings(ens: Ensemble, o: Options, device: torch.device) -> dict[str, Any]:

@@ -35,7 +35,7 @@ def tune_ensemble_threshold(ens, o, settings: dict, reported: pd.DataFrame) -> d
     path = Path(o.tune_threshold)
     tuning = collect_inputs(path, ens.cfg, split=o.split)
     _refuse_overlap(path, tuning.table, reported)
-    table, errors, _ = _score(ens, tuning, o, settings)
+    table, errors, _, _ = _score(ens, tuning, o, settings)
     if not label_columns(table):
         raise DataError(f"--tune-threshold {path}: no label column ({', '.join(ens.cfg.data.label_columns)}); "
                         "the tuning set must be labelled")
