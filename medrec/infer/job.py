@@ -17,6 +17,7 @@ import pandas as pd
 
 from medrec import runfolder as rf
 from medrec.data.manifest import table_slices
+from medrec.data.reading import ReadCounts, ReadInfo
 from medrec.errors import ConfigError
 from medrec.fileio import atomic_write_json, atomic_write_text
 from medrec.infer.inputs import Inputs, collect_inputs, refuse_too_large
@@ -135,37 +136,34 @@ def _score(ens: Ensemble, inputs, o: Options, settings: dict) -> tuple[pd.DataFr
         bar.close()
     table = predictions_table(inputs.table.iloc[rows], scores, ens, fold_scores=o.fold_scores)
     errors = inputs.errors + [{"path": ds.paths[i], "reason": r} for i, r in read_errors]
-    reading = Reading([conversions.get(i, "grey") for i in rows], [e["reason"] for e in errors],
-                      [(ds.paths[i], c) for i, c in sorted(conversions.items())])
+    reading = Reading.of([conversions.get(i, "grey") for i in rows], [e["reason"] for e in errors],
+                         [(ds.paths[i], c) for i, c in sorted(conversions.items())])
     return table, errors, {"inference_s": time.perf_counter() - started}, reading
 
 
 @dataclass
 class Reading:
-    """How predict's inputs were read: the conversion of each predicted image, the reason of each
-    refused one, and the (path, conversion) of the images not stored grey."""
+    """How predict's inputs were read: the image flow (medrec.data.reading.ReadCounts, as run.json has it)
+    and the (path, conversion) of the images not stored grey."""
 
-    conversions: list[str]
-    refusals: list[str]
+    counts: ReadCounts
     converted: list[tuple[str, str]]
+
+    @classmethod
+    def of(cls, conversions: list[str], refusals: list[str], converted: list[tuple[str, str]]) -> Reading:
+        """From the conversion of each predicted image and the reason of each refused one."""
+        counts = ReadCounts()
+        for c in conversions:
+            counts.add(ReadInfo(c))
+        for reason in refusals:
+            counts.add(error=reason)
+        return cls(counts, converted)
 
     def write(self, path: Path, files: dict) -> dict:
         """Write the conversions list to `path`; the metadata keys: the image flow, as in run.json."""
         atomic_write_text(path, pd.DataFrame(self.converted, columns=["path", "conversion"]).to_csv(index=False))
-        counts = self.counts()
-        return {"images": counts.to_dict(), "images_summary": counts.summary(),
+        return {"images": self.counts.to_dict(), "images_summary": self.counts.summary(),
                 "files": {**files, "conversions": str(path)}}
-
-    def counts(self):
-        """medrec.data.reading.ReadCounts: listed -> read (and how) -> refused (by reason)."""
-        from medrec.data.reading import ReadCounts, ReadInfo
-
-        counts = ReadCounts()
-        for c in self.conversions:
-            counts.add(ReadInfo(c))
-        for reason in self.refusals:
-            counts.add(error=reason)
-        return counts
 
 
 def _settings(ens: Ensemble, o: Options, device: torch.device) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from medrec.errors import ConfigError, DicomError, ImageError, ImageTooLargeError
-from medrec.io.limits import check_dicom_codestream, check_dicom_header, dcmread_bounded
+from medrec.io.limits import check_dicom_frame, dcmread_bounded
 from medrec.io.reduce import box_reduce, reduction_factor
 from medrec.io.windows import (  # noqa: F401 - re-exported: callers import windows from here too
     PERCENTILES,
@@ -115,8 +115,7 @@ def read_dicom(
         _check_image(ds, path)
         _ensure_transfer_syntax(ds)
         index, n_frames = _select_frame(ds, frame, path)
-        check_dicom_header(ds, path)  # one frame is decoded; before any pixel is
-        check_dicom_codestream(ds, path, ds.file_meta.get("TransferSyntaxUID", ""))
+        check_dicom_frame(ds, path)  # one frame is decoded; before any pixel is
         _flatten_frame_groups(ds, index)
         stored = _decode_frame(ds, index, n_frames, path)
         modality, sample, k = _modality(stored, ds, reduce_to)

@@ -94,7 +94,7 @@ def read_header(path: Path, rel: str | None = None) -> Any | None:
     """
     from medrec.errors import ImageError
     from medrec.io.formats import DICOM, image_reader
-    from medrec.io.limits import check_dicom_codestream, check_dicom_header, dcmread_bounded
+    from medrec.io.limits import check_dicom_frame, dcmread_bounded
 
     reader = image_reader(path)
     if reader != DICOM and (reader is not None or path.suffix):
@@ -120,9 +120,7 @@ def read_header(path: Path, rel: str | None = None) -> Any | None:
     if not marked and "Rows" not in ds and "SOPClassUID" not in ds:
         raise BadFile("not a DICOM file (no 'DICM' marker and no image header)")
     try:
-        check_dicom_header(ds, rel or path, frames=1)  # medrec decodes one frame at a time
-        meta = getattr(ds, "file_meta", None)  # and the codestream's own size (io helper, issue 14)
-        check_dicom_codestream(ds, path, meta.get("TransferSyntaxUID", "") if meta is not None else "", rel)
+        check_dicom_frame(ds, path, rel)  # medrec decodes one frame at a time; the codestream's size too
     except ImageError as exc:
         raise BadFile(str(exc)) from None
     return ds

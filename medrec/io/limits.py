@@ -279,6 +279,15 @@ _JPEG_SYNTAX_PREFIXES = ("1.2.840.10008.1.2.4.",)  # JPEG, JPEG-LS, JPEG 2000, H
 _CODESTREAM_HEAD = 64 << 10
 
 
+def check_dicom_frame(ds: Any, path: Any, name: Any = None) -> None:
+    """The one frame medrec decodes, from a header-only dataset: Rows x Columns x ... (check_dicom_header)
+    and, for the JPEG family of transfer syntaxes, the codestream's own size (check_dicom_codestream).
+    `name`: how messages name the file (default `path`)."""
+    check_dicom_header(ds, name or path)
+    meta = getattr(ds, "file_meta", None)
+    check_dicom_codestream(ds, path, meta.get("TransferSyntaxUID", "") if meta is not None else "", name)
+
+
 def check_dicom_codestream(ds: Any, path: Any, syntax: Any, name: Any = None) -> None:
     """The first frame's JPEG / JPEG 2000 codestream size, which the decoder allocates by, whatever
     Rows and Columns say. Reads at most 64 KB at the pixel data's offset; a file whose codestream

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from medrec.errors import ImageTooLargeError
 from medrec.io.formats import DICOM, NIFTI, PILLOW, image_reader
-from medrec.io.limits import check_dicom_codestream, check_dicom_header, check_nifti_header, check_pillow_image
+from medrec.io.limits import check_dicom_frame, check_nifti_header, check_pillow_image
 
 __all__ = ["check_file"]
 
@@ -45,9 +45,7 @@ def _dicom(path: Path) -> None:
     from medrec.io.dicom import _read_dataset
 
     ds = _read_dataset(path, defer_size="1 MB")  # as read_dicom: the pixel data stays on disk
-    check_dicom_header(ds, path)
-    meta = getattr(ds, "file_meta", None)
-    check_dicom_codestream(ds, path, meta.get("TransferSyntaxUID", "") if meta is not None else "")
+    check_dicom_frame(ds, path)
 
 
 def _pillow(path: Path) -> None:
